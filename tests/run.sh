@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# The test command (make test, and so CI). On a fresh Debian 12 machine that
+# reaches only PyPI and Debian's archive it prepares everything it needs, then
+# runs every stage for real and prints the time of each:
+#   setup        virtualenv from requirements.txt, collection link
+#   host         docker.io and debootstrap installed, dockerd running
+#   images       the systemd base image and the Triton fixture image (cached)
+#   lint         ansible-lint, production profile
+#   sanity       ansible-test sanity in an ansible_collections/onprem/triton tree
+#   unit         pytest tests/unit
+#   integration  pytest tests/integration
+#   molecule     every scenario under molecule/: create, converge, idempotence,
+#                verify (testinfra), destroy
+# `tests/run.sh STAGE...` runs only the named stages (setup and host always run).
+# Exits non-zero when any stage fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo="$(pwd)"
+
+all_stages=(lint sanity unit integration molecule)
+if (($#)); then stages=("$@"); else stages=("${all_stages[@]}"); fi
+
+declare -a summary=()
+failed=0
+passed=0
+
+run_stage() {
+  local name="$1"; shift
+  local start end rc
+  echo
+  echo "======== stage ${name} ========"
+  start=$(date +%s)
+  "$@"
+  rc=$?
+  end=$(date +%s)
+  if ((rc == 0)); then
+    passed=$((passed + 1)); summary+=("$(printf '%-22s ok     %5ss' "${name}" $((end - start)))")
+  else
+    failed=$((failed + 1)); summary+=("$(printf '%-22s FAILED %5ss (exit %s)' "${name}" $((end - start)) "${rc}")")
+  fi
+  echo "======== stage ${name}: exit ${rc} in $((end - start))s ========"
+  return "${rc}"
+}
+
+print_summary() {
+  echo
+  echo "======== summary ========"
+  printf '%s\n' "${summary[@]}"
+  echo "stages: ${passed} passed, ${failed} failed"
+}
+
+# --- host prerequisites -----------------------------------------------------
+started_dockerd=""
+stop_dockerd() {
+  if [[ -n "${started_dockerd}" ]]; then
+    echo "stopping the dockerd this run started (pid ${started_dockerd})"
+    kill "${started_dockerd}" 2>/dev/null || true
+    wait "${started_dockerd}" 2>/dev/null || true
+  fi
+}
+trap stop_dockerd EXIT
+
+host_prerequisites() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v debootstrap >/dev/null || missing+=(debootstrap)
+  if ((${#missing[@]})); then
+    echo "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    echo "starting dockerd"
+    mkdir -p tests/output
+    dockerd >tests/output/dockerd.log 2>&1 &
+    started_dockerd=$!
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    docker info >/dev/null 2>&1 || { echo "dockerd did not come up:"; tail -20 tests/output/dockerd.log; return 1; }
+  fi
+  echo "docker $(docker version --format '{{.Server.Version}}'), storage $(docker info --format '{{.Driver}}')"
+}
+
+# --- stages ----------------------------------------------------------------
+images() {
+  tests/images/build_base_image.sh
+}
+
+lint() {
+  ansible-lint --profile production
+}
+
+sanity() {
+  # ansible-test wants the collection at ansible_collections/<ns>/<name>;
+  # copy what git tracks (plus what is new and not ignored) into such a tree.
+  local root="${repo}/tests/output/sanity"
+  rm -rf "${root}" && mkdir -p "${root}/ansible_collections/onprem/triton"
+  git ls-files --cached --others --exclude-standard -z \
+    | xargs -0 -I{} cp --parents -P {} "${root}/ansible_collections/onprem/triton/" 2>/dev/null
+  (cd "${root}/ansible_collections/onprem/triton" && git init -q && git add -A \
+    && ansible-test sanity --venv --python 3.11 --color no)
+}
+
+unit() {
+  pytest -q tests/unit
+}
+
+integration() {
+  pytest -q tests/integration
+}
+
+molecule_all() {
+  local scenario rc=0
+  for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort); do
+    run_stage "molecule ${scenario}" molecule test -s "${scenario}" || rc=1
+  done
+  return "${rc}"
+}
+
+run_stage setup scripts/setup.sh || { print_summary; exit 1; }
+# shellcheck disable=SC1091
+source .venv/bin/activate
+export ANSIBLE_COLLECTIONS_PATH="${repo}/.ansible/collections"
+export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
+run_stage host host_prerequisites || { print_summary; exit 1; }
+run_stage images images || { print_summary; exit 1; }
+
+for stage in "${stages[@]}"; do
+  case "${stage}" in
+    lint) run_stage lint lint ;;
+    sanity) run_stage sanity sanity ;;
+    unit) run_stage unit unit ;;
+    integration) run_stage integration integration ;;
+    molecule) molecule_all ;;
+    *) echo "unknown stage ${stage}"; failed=$((failed + 1)) ;;
+  esac
+done
+print_summary
+((failed == 0))
