@@ -14,7 +14,7 @@
 # `tests/run.sh STAGE...` runs only the named stages (setup and host always run).
 # Exits non-zero when any stage fails.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 repo="$(pwd)"
 
 all_stages=(lint sanity unit integration molecule)
@@ -64,6 +64,7 @@ host_prerequisites() {
   local missing=()
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v shellcheck >/dev/null || missing+=(shellcheck)
   if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
@@ -95,6 +96,17 @@ sanity() {
   rm -rf "${root}" && mkdir -p "${root}/ansible_collections/onprem/triton"
   git ls-files --cached --others --exclude-standard -z \
     | xargs -0 -I{} cp --parents -P {} "${root}/ansible_collections/onprem/triton/" 2>/dev/null
+  # ansible-test downloads its pip bootstrap from a host these machines cannot
+  # reach: give it the offline equivalent, under the name it looks for.
+  local pip_version
+  pip_version="$(python - <<'PY'
+import re, ansible_test, pathlib
+src = (pathlib.Path(ansible_test.__file__).parent / "_internal/python_requirements.py").read_text()
+print(re.search(r"pip='([0-9.]+)'", src).group(1))
+PY
+)"
+  mkdir -p ~/.ansible/test/cache
+  cp tests/sanity/get_pip_offline.py ~/.ansible/test/cache/"get_pip_${pip_version//./_}.py"
   (cd "${root}/ansible_collections/onprem/triton" && git init -q && git add -A \
     && ansible-test sanity --venv --python 3.11 --color no)
 }

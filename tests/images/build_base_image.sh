@@ -5,7 +5,6 @@
 # and an unchanged one is reused from the local docker cache.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 name="${BASE_IMAGE_NAME:-onprem-triton/debian12-systemd}"
 tag="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-12)"
 image="${name}:${tag}"
