@@ -49,36 +49,10 @@ print_summary() {
   echo "stages: ${passed} passed, ${failed} failed"
 }
 
-# --- host prerequisites -----------------------------------------------------
-started_dockerd=""
-stop_dockerd() {
-  if [[ -n "${started_dockerd}" ]]; then
-    echo "stopping the dockerd this run started (pid ${started_dockerd})"
-    kill "${started_dockerd}" 2>/dev/null || true
-    wait "${started_dockerd}" 2>/dev/null || true
-  fi
-}
+# --- host prerequisites (shared with make deploy) ----------------------------
+# shellcheck source=scripts/host.sh
+source scripts/host.sh
 trap stop_dockerd EXIT
-
-host_prerequisites() {
-  local missing=()
-  command -v dockerd >/dev/null || missing+=(docker.io)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v shellcheck >/dev/null || missing+=(shellcheck)
-  if ((${#missing[@]})); then
-    echo "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1
-  fi
-  if ! docker info >/dev/null 2>&1; then
-    echo "starting dockerd"
-    mkdir -p tests/output
-    dockerd >tests/output/dockerd.log 2>&1 &
-    started_dockerd=$!
-    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    docker info >/dev/null 2>&1 || { echo "dockerd did not come up:"; tail -20 tests/output/dockerd.log; return 1; }
-  fi
-  echo "docker $(docker version --format '{{.Server.Version}}'), storage $(docker info --format '{{.Driver}}')"
-}
 
 # --- stages ----------------------------------------------------------------
 images() {

@@ -1,0 +1,53 @@
+"""The collection builds into a tarball that installs and runs by FQCN."""
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(sys.executable).parent
+
+
+def run(args, cwd, env=None):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    run([BIN / "ansible-galaxy", "collection", "build", "--output-path", str(out), str(REPO)], cwd=REPO)
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    tarball = out / f"onprem-triton-{version}.tar.gz"
+    assert tarball.is_file()
+    collections = tmp_path_factory.mktemp("collections")
+    # --no-deps: the community collections come from the 'ansible' package, and
+    # Galaxy is not reachable from these machines.
+    run([BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", str(collections), str(tarball)], cwd=out)
+    return collections, tarball
+
+
+def test_tarball_leaves_out_development_files(installed):
+    collections, _ = installed
+    root = collections / "ansible_collections" / "onprem" / "triton"
+    assert (root / "MANIFEST.json").is_file()
+    assert (root / "playbooks" / "site.yml").is_file()
+    for unwanted in (".venv", ".ansible", ".ci", ".git"):
+        assert not (root / unwanted).exists(), unwanted
+
+
+def test_installed_collection_runs_by_fqcn(installed, tmp_path):
+    collections, _ = installed
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=os.devnull)
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  children:\n    triton_servers:\n      hosts:\n        node-1:\n")
+    listing = run([BIN / "ansible-playbook", "onprem.triton.site", "-i", str(inventory), "--list-tasks"], cwd=tmp_path, env=env)
+    for stage in ("NVIDIA driver", "Container engine", "Model weights", "Triton server"):
+        assert stage in listing, listing
+    roles = run([BIN / "ansible-doc", "-t", "role", "-l", "onprem.triton"], cwd=tmp_path, env=env)
+    for role in ("nvidia_driver", "container_engine", "hf_model", "model_repository", "triton_server"):
+        assert f"onprem.triton.{role}" in roles, roles
