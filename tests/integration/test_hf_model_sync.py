@@ -2,6 +2,7 @@
 huggingface_hub client) against the Hub double in tests/fixtures/hf_hub."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -13,7 +14,10 @@ import urllib.request
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-DOUBLE = os.path.join(ROOT, "tests", "fixtures", "hf_hub", "server.py")
+# The Hub double is a script folder, not a package: load it under a name of its own.
+_SPEC = importlib.util.spec_from_file_location("hf_hub_double", os.path.join(ROOT, "tests/fixtures/hf_hub/server.py"))
+hub_double = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(hub_double)
 PORT = 18320
 ENDPOINT = "http://127.0.0.1:%d" % PORT
 TOKEN = "hf_test_read"
@@ -27,14 +31,7 @@ def call(path, body=None):
 
 @pytest.fixture(scope="module")
 def hub():
-    proc = subprocess.Popen([sys.executable, DOUBLE, "--port", str(PORT), "--lfs-mb", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    for _ in range(100):
-        try:
-            call("/_stats")
-            break
-        except OSError:
-            time.sleep(0.1)
+    proc = hub_double.spawn(PORT, "--lfs-mb", "4")
     yield
     proc.terminate()
     proc.wait(10)
