@@ -32,7 +32,7 @@ def installed(tmp_path_factory):
 
 
 def test_tarball_leaves_out_development_files(installed):
-    collections, _ = installed
+    collections = installed[0]
     root = collections / "ansible_collections" / "onprem" / "triton"
     assert (root / "MANIFEST.json").is_file()
     assert (root / "playbooks" / "site.yml").is_file()
@@ -41,7 +41,7 @@ def test_tarball_leaves_out_development_files(installed):
 
 
 def test_installed_collection_runs_by_fqcn(installed, tmp_path):
-    collections, _ = installed
+    collections = installed[0]
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=os.devnull)
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  children:\n    triton_servers:\n      hosts:\n        node-1:\n")
