@@ -28,14 +28,16 @@ description:
   - It only reads and generates, so it never reports a change and runs the same in check mode.
   - The module runs on the target host, so the Python there needs C(tritonclient[http,grpc]).
 author:
-  - onprem.triton contributors
+  - onprem.triton maintainers (@onprem-triton)
 requirements:
   - tritonclient[http,grpc] (2.40 or later) and numpy, on the host that runs the module
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The module only reads from the server and sends generation requests, in check mode as well.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   url:
@@ -588,9 +590,9 @@ class TritonCheck:
                     if len(text) >= minimum else "%d < %d characters: %r" % (len(text), minimum, text[:200]))
         substring = self._model_option(spec, "expected_substring")
         if substring is not None:
+            verdict = "found" if substring in text else "not found"
             self._check(model, "expected_substring", substring in text,
-                        "%r %s in the answer %r" % (substring, "found" if substring in text else "not found",
-                                                     text[:200]))
+                        "%r %s in the answer %r" % (substring, verdict, text[:200]))
         pattern = self._model_option(spec, "expected_regex")
         if pattern is not None:
             found = re.search(pattern, text) is not None
@@ -621,7 +623,7 @@ class TritonCheck:
                 with lock:
                     errors.append(error.message)
 
-        threads = [threading.Thread(target=one) for _ in range(count)]
+        threads = [threading.Thread(target=one) for dummy in range(count)]
         started = self.clock()
         for thread in threads:
             thread.start()
@@ -715,7 +717,7 @@ def argument_spec():
         min_length=dict(type="int", default=1),
         max_ttft_ms=dict(type="float"),
         max_latency_ms=dict(type="float"),
-        min_tokens_per_second=dict(type="float"),
+        min_tokens_per_second=dict(type="float", no_log=False),
         concurrency=dict(type="int", default=0),
         max_p95_ms=dict(type="float"),
         require_server_ready=dict(type="bool", default=True),
@@ -729,8 +731,8 @@ def validate(params):
     errors = []
     for key in ("wait_timeout", "request_timeout", "min_length", "concurrency"):
         if params[key] < 0 or (key == "request_timeout" and params[key] == 0):
-            errors.append("%s must be %s, got %s" % (key, "positive" if key == "request_timeout" else ">= 0",
-                                                    params[key]))
+            bound = "positive" if key == "request_timeout" else ">= 0"
+            errors.append("%s must be %s, got %s" % (key, bound, params[key]))
     patterns = [("expected_regex", params["expected_regex"])]
     patterns += [("models[%d].expected_regex" % i, m.get("expected_regex")) for i, m in enumerate(params["models"])]
     for name, pattern in patterns:

@@ -68,8 +68,8 @@ def test_vllm_request_uses_its_inputs():
 
 
 def test_trtllm_ensemble_request_spreads_sampling_over_inputs():
-    values = triton_probe.build_request_values(TRTLLM_ENSEMBLE_CONFIG, "hi", {"max_tokens": 4, "temperature": 0,
-                                                                                "top_k": 1}, False, {"x": 1})
+    sampling = {"max_tokens": 4, "temperature": 0, "top_k": 1}
+    values = triton_probe.build_request_values(TRTLLM_ENSEMBLE_CONFIG, "hi", sampling, False, {"x": 1})
     assert values == {"text_input": "hi", "stream": False, "max_tokens": 4, "temperature": 0, "x": 1}
     assert triton_probe._tensor_spec(TRTLLM_ENSEMBLE_CONFIG, "max_tokens", 4) == ("INT32", "int32", [1, 1])
     assert triton_probe._tensor_spec(VLLM_CONFIG, "text_input", "hi") == ("BYTES", "object", [1])
@@ -243,16 +243,16 @@ def test_states_that_will_not_change_stop_at_once(index, kind, text):
 
 
 def test_tls_failure_stops_at_once():
-    result, _ = run_check([triton_probe.ProbeError("tls", "server live: TLS failure: wrong version number")])
+    result = run_check([triton_probe.ProbeError("tls", "server live: TLS failure: wrong version number")])[0]
     assert result["error_kind"] == "tls" and result["attempts"] == 1
 
 
 def test_server_not_ready_names_the_model_that_failed():
     state = {"live": True, "ready": False, "index": READY["index"] + [
         {"name": "x", "version": "1", "state": "UNAVAILABLE", "reason": "boom"}]}
-    result, _ = run_check([state])
+    result = run_check([state])[0]
     assert result["error_kind"] == "load_failed" and "model x failed to load: boom" in result["msg"]
-    result, _ = run_check([state], require_server_ready=False)
+    result = run_check([state], require_server_ready=False)[0]
     assert result["failures"] == [] and result["server"]["ready"] is False
 
 
