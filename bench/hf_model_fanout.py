@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """Fan-out figures for the hf_model role: bytes served by the Hub and wall time
 for every-host-from-the-Hub (hf_model_fanout=hub) against download-once-and-
@@ -75,7 +74,7 @@ def run_playbook(workdir, inventory):
     playbook = os.path.join(workdir, "sync.yml")
     start = time.time()
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
-                           playbook], cwd=ROOT, env=env, capture_output=True, text=True)
+                           playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.time() - start
     if ARGS.show_output:
         sys.stdout.write(proc.stdout)

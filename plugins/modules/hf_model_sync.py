@@ -24,14 +24,16 @@ description:
   - Uses the HTTP download path of C(huggingface_hub) (the Xet path is disabled) and honours
     C(HF_ENDPOINT)-style mirrors through O(endpoint).
 author:
-  - onprem.triton maintainers
+  - onprem.triton maintainers (@onprem-triton)
 requirements:
   - huggingface_hub >= 0.30 on the host that downloads (O(operation=download) without O(offline))
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Resolves the revision and reports what would be downloaded (RV(would_download)).
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   name:

@@ -69,7 +69,7 @@ def module_command(models_dir, check=False, **args):
 
 def sync(tmp_path, models_dir, check=False, **args):
     proc = subprocess.run(module_command(models_dir, check, **args), env=ansible_env(tmp_path), cwd=str(tmp_path),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     return result, proc.stdout + proc.stderr
 
@@ -104,24 +104,24 @@ def served_ok(models_dir, name="tiny"):
 
 def test_check_then_sync_then_rerun_downloads_nothing(tmp_path):
     models = tmp_path / "models"
-    planned, _ = sync(tmp_path, models, check=True, revision="v1.0")
+    planned, _output = sync(tmp_path, models, check=True, revision="v1.0")
     assert planned["changed"] and "model-00001-of-00002.safetensors" in planned["would_download"]
     assert not models.exists() and call("/_stats")["get"] == {}
 
-    first, _ = sync(tmp_path, models, revision="v1.0", ignore_patterns=["original/*"])
+    first, _output = sync(tmp_path, models, revision="v1.0", ignore_patterns=["original/*"])
     assert first["changed"] and first["bytes_downloaded"] == first["total_bytes"] > 6 * 1024 * 1024
     assert served_ok(models) == first["commit_sha"]
     gets = call("/_stats")["get"]
     assert set(gets.values()) == {1} and len(gets) == len(first["files"]) == 6
 
-    second, _ = sync(tmp_path, models, revision="v1.0", ignore_patterns=["original/*"])
+    second, _output = sync(tmp_path, models, revision="v1.0", ignore_patterns=["original/*"])
     assert not second["changed"] and second["bytes_downloaded"] == 0
     assert call("/_stats")["get"] == gets  # not one more byte from the Hub
 
 
 def test_killed_download_keeps_old_copy_and_next_run_completes(tmp_path):
     models = tmp_path / "models"
-    old, _ = sync(tmp_path, models, revision="main")
+    old, _output = sync(tmp_path, models, revision="main")
     new_sha = call("/_commit", {"repo": "onprem-test/tiny-llm", "ref": "main"})["sha"]
     call("/_reset", {})
     call("/_control", {"rate": 2 * 1024 * 1024})  # ~3.5 s for the new revision
@@ -169,7 +169,7 @@ def test_gated_with_access_and_token_kept_secret(tmp_path):
     result, output = sync(tmp_path, models, name="gated", repo_id="onprem-test/gated-llm", token=TOKEN)
     assert result["changed"] and served_ok(models, "gated") == result["commit_sha"]
     assert TOKEN not in output
-    for base, _dirs, names in os.walk(str(tmp_path)):
+    for base, _subdirs, names in os.walk(str(tmp_path)):
         for name in names:
             with open(os.path.join(base, name), "rb") as handle:
                 assert TOKEN.encode() not in handle.read(), os.path.join(base, name)
@@ -177,6 +177,6 @@ def test_gated_with_access_and_token_kept_secret(tmp_path):
 
 def test_not_enough_disk_is_refused_before_download(tmp_path):
     models = tmp_path / "models"
-    result, _ = sync(tmp_path, models, min_free_bytes=1 << 60)
+    result, _output = sync(tmp_path, models, min_free_bytes=1 << 60)
     assert result.get("failed") and "not enough disk space" in result["msg"]
     assert call("/_stats")["get"] == {}

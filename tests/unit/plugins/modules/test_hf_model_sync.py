@@ -35,7 +35,7 @@ class FakeHub:
         self.fetched = []
         self.api_calls = 0
         self.corrupt = set()
-        self.error = None
+        self.errors = []  # raised by model_info, first one first
 
     def add(self, ref, sha, files):
         self.commits[sha] = files
@@ -46,8 +46,8 @@ class FakeHub:
 
     def model_info(self, repo_id, revision=None, files_metadata=False):
         self.api_calls += 1
-        if self.error:
-            raise self.error
+        if self.errors:
+            raise self.errors.pop(0)
         sha = self.refs.get(revision, revision)
         siblings = []
         for name, data in sorted(self.commits[sha].items()):
@@ -190,7 +190,7 @@ def test_corrupt_download_keeps_the_served_copy(hub, tmp_path):
 
 
 def test_hub_errors_become_sync_errors(hub, tmp_path):
-    hub.error = RuntimeError("connection refused")
+    hub.errors.append(RuntimeError("connection refused"))
     with pytest.raises(hf.SyncError, match="cannot reach the Hub"):
         sync(hub, tmp_path)
 
