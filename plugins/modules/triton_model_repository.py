@@ -23,7 +23,7 @@ description:
   - Validation happens before this module runs (module M(onprem.triton.triton_model_repository_render) on
     the controller); this module only installs and switches.
 author:
-  - onprem.triton contributors
+  - onprem.triton contributors (@onprem-triton)
 options:
   root:
     description: Folder holding C(generations/), C(current) and C(previous).
@@ -57,8 +57,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: Computes the new generation and reports what would change, writing nothing; a fresh host needs no prior run.
   diff_mode:
     support: full
+    description: Shows the changed files of the repository before and after.
 notes:
   - Needs only the Python standard library on the target.
   - Relative symlinks, so the server may mount C(root) anywhere and use C(<mount>/current) as its repository

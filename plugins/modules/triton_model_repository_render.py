@@ -18,10 +18,10 @@ description:
     the TensorRT-LLM ensemble and its parts, the LLM-API C(model.yaml)) and parses every C(config.pbtxt)
     with Triton's own ModelConfig schema (C(tritonclient.grpc.model_config_pb2) with protobuf's
     text_format), checking what each backend requires.
-  - Read-only; meant to run on the controller (C(delegate_to: localhost)), whose Python has tritonclient,
-    so the targets need nothing beyond the standard library. Bad input fails naming the variable.
+  - "Read-only; meant to run on the controller (C(delegate_to: localhost)), whose Python has tritonclient,
+    so the targets need nothing beyond the standard library. Bad input fails naming the variable."
 author:
-  - onprem.triton contributors
+  - onprem.triton contributors (@onprem-triton)
 requirements:
   - jinja2
   - tritonclient[grpc] (Triton's ModelConfig schema) and protobuf
@@ -80,8 +80,10 @@ options:
 attributes:
   check_mode:
     support: full
+    description: The module only reads; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Nothing changes on any host, so there is no diff.
 """
 
 EXAMPLES = r"""

@@ -88,7 +88,7 @@ def test_every_model_is_ready(served):
 
 
 def test_vllm_generate_stream(served):
-    server, _ = served
+    server = served[0]
     events = stream(server, "gemma_local", {"text_input": "the quick brown fox", "stream": True,
                                             "exclude_input_in_output": True,
                                             "sampling_parameters": json.dumps({"max_tokens": 6})})
@@ -96,26 +96,26 @@ def test_vllm_generate_stream(served):
 
 
 def test_vllm_lora_model_answers(served):
-    server, _ = served
+    server = served[0]
     events = stream(server, "opt_lora", {"text_input": "a b", "stream": True, "exclude_input_in_output": True,
                                          "sampling_parameters": json.dumps({"max_tokens": 3, "lora_name": "sql"})})
     assert "".join(event["text_output"] for event in events) == " a b a"
 
 
 def test_trtllm_ensemble_generate_stream(served):
-    server, _ = served
+    server = served[0]
     events = stream(server, "llama", {"text_input": "hello", "max_tokens": 7, "stream": True})
     assert len(events) == 7
     assert "".join(event["text_output"] for event in events) == "hellohe"
 
 
 def test_trtllm_ensemble_generate_without_stream(served):
-    server, _ = served
+    server = served[0]
     events = stream(server, "llama", {"text_input": "abc", "max_tokens": 4})
     assert [event["text_output"] for event in events] == ["abca"]
 
 
 def test_trtllm_bls_generate_stream(served):
-    server, _ = served
+    server = served[0]
     events = stream(server, "llama_tensorrt_llm_bls", {"text_input": "xy", "max_tokens": 3, "stream": True})
     assert "".join(event["text_output"] for event in events) == "xyx"
