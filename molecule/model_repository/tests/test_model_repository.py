@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: Apache-2.0
+"""State the model_repository role leaves after converge + side_effect."""
+
+import json
+
+ROOT = "/opt/triton/repository"
+
+
+def _generation(host, link):
+    target = host.file(f"{ROOT}/{link}")
+    assert target.is_symlink
+    assert target.linked_to.startswith(f"{ROOT}/generations/")
+    return target.linked_to
+
+
+def test_current_and_previous_are_relative_symlinks_to_generations(host):
+    current = _generation(host, "current")
+    previous = _generation(host, "previous")
+    assert current != previous
+    assert host.check_output(f"readlink {ROOT}/current").startswith("generations/")
+    assert host.file(f"{ROOT}/generations").mode == 0o755
+
+
+def test_gemma_local_as_in_the_brief_with_the_second_converge_change(host):
+    model_json = json.loads(host.file(f"{ROOT}/current/gemma_local/1/model.json").content_string)
+    assert model_json == {"model": "/opt/models/gemma_local", "tensor_parallel_size": 1,
+                          "gpu_memory_utilization": 0.9, "max_model_len": 8192}
+    previous = json.loads(host.file(f"{ROOT}/previous/gemma_local/1/model.json").content_string)
+    assert "max_model_len" not in previous
+    config = host.file(f"{ROOT}/current/gemma_local/config.pbtxt")
+    assert config.mode == 0o644 and config.user == "root"
+    assert 'backend: "vllm"' in config.content_string and "max_batch_size: 0" in config.content_string
+    assert "decoupled: true" in config.content_string
+
+
+def test_trtllm_ensemble_with_python_models_from_the_image(host):
+    for part in ("llama", "llama_preprocessing", "llama_tensorrt_llm", "llama_postprocessing", "llama_tensorrt_llm_bls"):
+        assert host.file(f"{ROOT}/current/{part}/config.pbtxt").is_file
+    for part in ("preprocessing", "postprocessing", "tensorrt_llm_bls"):
+        code = host.file(f"{ROOT}/current/llama_{part}/1/model.py")
+        assert code.mode == 0o644 and f"all_models/inflight_batcher_llm/{part}/1/model.py" in code.content_string
+    llm = host.file(f"{ROOT}/current/llama_tensorrt_llm/config.pbtxt").content_string
+    assert 'string_value: "/opt/triton/engines/llama"' in llm and "max_batch_size: 4" in llm
+    copied = "/opt/triton/trtllm_all_models/nvcr.io_nvidia_tritonserver_25.12-trtllm-python-py3"
+    assert host.file(f"{copied}/inflight_batcher_llm/preprocessing/1/model.py").is_file
+
+
+def test_nothing_from_the_failed_converge(host):
+    assert not host.file(f"{ROOT}/current/broken").exists
+    assert len(host.file(f"{ROOT}/generations").listdir()) == 2

@@ -1,0 +1,663 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: Apache-2.0
+# Copyright: onprem.triton contributors
+"""Triton model repository: model list normalisation, GPU memory plan,
+rendering of the role's Jinja templates and validation against Triton's own
+ModelConfig schema. Runs on the controller (triton_model_repository_render);
+pure Python plus jinja2, tritonclient and protobuf, each imported lazily so
+this file imports anywhere."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import json
+import os
+import re
+
+VAR = "model_repository_models"
+BACKENDS = ("vllm", "tensorrtllm")
+TRTLLM_LAYOUTS = ("inflight_batcher", "llmapi")
+BATCHING_STRATEGIES = ("V1", "inflight_batching", "inflight_fused_batching")
+SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
+MIN_AUTO_SHARE = 0.05  # below this, no engine has room for weights and cache
+TRTLLM_PARTS = ("preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls")
+PYTHON_PARTS = ("preprocessing", "postprocessing", "tensorrt_llm_bls")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_PLACEHOLDER = re.compile(r"\$\{[A-Za-z0-9_]+\}")
+
+# The vLLM backend's inputs/outputs (triton-inference-server/vllm_backend):
+# name -> (data type, dims, optional).
+VLLM_INPUTS = {
+    "text_input": ("TYPE_STRING", [1], False),
+    "image": ("TYPE_STRING", [-1], True),
+    "stream": ("TYPE_BOOL", [1], True),
+    "sampling_parameters": ("TYPE_STRING", [1], True),
+    "exclude_input_in_output": ("TYPE_BOOL", [1], True),
+    "return_finish_reason": ("TYPE_BOOL", [1], True),
+    "return_cumulative_logprob": ("TYPE_BOOL", [1], True),
+    "return_logprobs": ("TYPE_BOOL", [1], True),
+    "return_num_input_tokens": ("TYPE_BOOL", [1], True),
+    "return_num_output_tokens": ("TYPE_BOOL", [1], True),
+}
+VLLM_OUTPUTS = {
+    "text_output": ("TYPE_STRING", [-1], False),
+    "finish_reason": ("TYPE_STRING", [-1], False),
+    "cumulative_logprob": ("TYPE_FP32", [-1], False),
+    "logprobs": ("TYPE_STRING", [-1], False),
+    "num_input_tokens": ("TYPE_UINT32", [1], False),
+    "num_output_tokens": ("TYPE_UINT32", [-1], False),
+}
+# Engine arguments the role sets itself; the rest of engine_args passes through.
+VLLM_QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes",
+                      "compressed-tensors", "gguf", "marlin", "modelopt", "experts_int8")
+
+TRTLLM_DEFAULTS = {
+    "layout": "inflight_batcher",
+    "engine_dir": None,
+    "tokenizer_dir": None,
+    "max_batch_size": 8,
+    "decoupled": True,
+    "batching_strategy": "inflight_fused_batching",
+    "batch_scheduler_policy": "guaranteed_no_evict",
+    "max_queue_delay_microseconds": 0,
+    "max_queue_size": 0,
+    "max_tokens_in_paged_kv_cache": None,
+    "max_attention_window_size": None,
+    "enable_kv_cache_reuse": False,
+    "enable_chunked_context": False,
+    "exclude_input_in_output": True,
+    "max_beam_width": 1,
+    "instance_count": 1,
+    "logits_datatype": "TYPE_FP32",
+    "encoder_input_features_data_type": "TYPE_FP16",
+    "prompt_embedding_table_data_type": "TYPE_FP16",
+    "decoding_mode": "",
+    "add_special_tokens": True,
+    "skip_special_tokens": True,
+    "accumulate_tokens": False,
+    # engine build (convert_checkpoint + trtllm-build in the TRT-LLM container)
+    "build": False,
+    "model_family": "llama",
+    "dtype": "float16",
+    "quantization": None,
+    "max_input_len": 2048,
+    "max_seq_len": 4096,
+    "convert_args": [],
+    "build_args": [],
+    # LLM-API layout: keys passed to the LLM API in 1/model.yaml
+    "llmapi_args": {},
+}
+TRTLLM_QUANTIZATIONS = ("int8_weight_only", "int4_weight_only", "int4_awq", "w4a8_awq", "fp8",
+                        "smoothquant")
+
+
+class ModelRepositoryError(Exception):
+    """A bad input, always naming the variable at fault."""
+
+    def __init__(self, variable, message):
+        super(ModelRepositoryError, self).__init__("%s: %s" % (variable, message))
+        self.variable = variable
+
+
+def _var(index, key=None):
+    base = "%s[%d]" % (VAR, index)
+    return base if key is None else "%s.%s" % (base, key)
+
+
+def _bool(value, variable):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ModelRepositoryError(variable, "must be a boolean, got %r" % (value,))
+
+
+def _int(value, variable, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ModelRepositoryError(variable, "must be an integer, got %r" % (value,))
+    try:
+        number = int(value)
+    except ValueError:
+        raise ModelRepositoryError(variable, "must be an integer, got %r" % (value,))
+    if minimum is not None and number < minimum:
+        raise ModelRepositoryError(variable, "must be at least %d, got %d" % (minimum, number))
+    return number
+
+
+def _fraction(value, variable):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ModelRepositoryError(variable, "must be a number between 0 and 1, got %r" % (value,))
+    if not 0.0 < number <= 1.0:
+        raise ModelRepositoryError(variable, "must be a number in (0, 1], got %r" % (value,))
+    return number
+
+
+def server_path(path, host_dir, server_dir):
+    """The path the server (inside its container) sees for a host path under
+    host_dir, which triton_server mounts at server_dir."""
+    host_dir = host_dir.rstrip("/")
+    if host_dir and server_dir and (path == host_dir or path.startswith(host_dir + "/")):
+        return server_dir.rstrip("/") + path[len(host_dir):]
+    return path
+
+
+def gpu_table(gpu_info, gpu_override):
+    """[{index, memory_total_mib, name}] from the override (a list, or a count)
+    or from the host stack's nvidia_gpu_info fact."""
+    source, variable = gpu_override, "model_repository_gpus"
+    if source in (None, "", []):
+        source, variable = (gpu_info or {}).get("gpus") or [], "nvidia_gpu_info.gpus"
+    if not isinstance(source, list):
+        raise ModelRepositoryError(variable, "must be a list of GPUs ({index, memory_total_mib})")
+    table = []
+    for position, gpu in enumerate(source):
+        where = "%s[%d]" % (variable, position)
+        if not isinstance(gpu, dict):
+            raise ModelRepositoryError(where, "must be a dict with index and memory_total_mib")
+        table.append({
+            "index": _int(gpu.get("index", position), where + ".index", 0),
+            "memory_total_mib": _int(gpu.get("memory_total_mib", 0), where + ".memory_total_mib", 1),
+            "name": str(gpu.get("name", "GPU")),
+        })
+    if not table:
+        raise ModelRepositoryError(
+            "model_repository_gpus",
+            "no GPU known: nvidia_gpu_info (from the host stack) lists none; set model_repository_gpus "
+            "to [{index: 0, memory_total_mib: N}, ...] on hosts without GPU facts")
+    return table
+
+
+def _check_keys(model, index, allowed):
+    unknown = sorted(set(model) - set(allowed))
+    if unknown:
+        raise ModelRepositoryError(_var(index, unknown[0]), "unknown setting (allowed: %s)" % ", ".join(sorted(allowed)))
+
+
+MODEL_KEYS = ("name", "backend", "model_path", "hf_repo_id", "revision", "gpus", "tensor_parallel_size",
+              "gpu_memory_utilization", "memory_mib", "engine_args", "lora", "report_custom_metrics",
+              "inputs", "outputs", "parameters", "instance_count", "trtllm", "load")
+
+
+def normalize_models(models, gpus, settings):
+    """Checks every model and fills the defaults; returns a list of dicts.
+    settings: models_dir, server_models_dir, engines_dir, server_engines_dir,
+    vllm_report_custom_metrics, vllm_removed_engine_args."""
+    if not isinstance(models, list) or not models:
+        raise ModelRepositoryError(VAR, "must be a non-empty list of models")
+    known_gpus = dict((gpu["index"], gpu) for gpu in gpus)
+    seen = {}
+    result = []
+    for index, raw in enumerate(models):
+        if not isinstance(raw, dict):
+            raise ModelRepositoryError(_var(index), "must be a dict, got %s" % type(raw).__name__)
+        _check_keys(raw, index, MODEL_KEYS)
+        model = copy.deepcopy(raw)
+        name = model.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ModelRepositoryError(_var(index, "name"), "must match %s, got %r" % (_NAME.pattern, name))
+        backend = model.get("backend")
+        if backend not in BACKENDS:
+            raise ModelRepositoryError(_var(index, "backend"), "must be one of %s, got %r" % (", ".join(BACKENDS), backend))
+        if model.get("model_path") and model.get("hf_repo_id"):
+            raise ModelRepositoryError(_var(index, "model_path"), "set model_path or hf_repo_id, not both")
+        if not model.get("model_path") and not model.get("hf_repo_id"):
+            raise ModelRepositoryError(_var(index, "model_path"), "one of model_path (a local directory) or hf_repo_id is required")
+        if model.get("model_path") and not str(model["model_path"]).startswith("/"):
+            raise ModelRepositoryError(_var(index, "model_path"), "must be an absolute path, got %r" % model["model_path"])
+        assigned = model.get("gpus")
+        if assigned is None:
+            assigned = sorted(known_gpus)
+        if not isinstance(assigned, list) or not assigned:
+            raise ModelRepositoryError(_var(index, "gpus"), "must be a non-empty list of GPU indices")
+        assigned = [_int(gpu, _var(index, "gpus"), 0) for gpu in assigned]
+        missing = [gpu for gpu in assigned if gpu not in known_gpus]
+        if missing:
+            raise ModelRepositoryError(_var(index, "gpus"), "GPU(s) %s not on this host (known: %s)"
+                                       % (missing, sorted(known_gpus)))
+        if len(set(assigned)) != len(assigned):
+            raise ModelRepositoryError(_var(index, "gpus"), "lists a GPU twice: %s" % assigned)
+        model["gpus"] = assigned
+        tp_size = _int(model.get("tensor_parallel_size", len(assigned)), _var(index, "tensor_parallel_size"), 1)
+        if tp_size > len(assigned):
+            raise ModelRepositoryError(_var(index, "tensor_parallel_size"),
+                                       "is %d but only %d GPU(s) are assigned (gpus: %s)" % (tp_size, len(assigned), assigned))
+        model["tensor_parallel_size"] = tp_size
+        for key in ("gpu_memory_utilization",):
+            if model.get(key) is not None:
+                model[key] = _fraction(model[key], _var(index, key))
+        if model.get("memory_mib") is not None:
+            model["memory_mib"] = _int(model["memory_mib"], _var(index, "memory_mib"), 1)
+        model["load"] = _bool(model.get("load", True), _var(index, "load"))
+        params = model.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ModelRepositoryError(_var(index, "parameters"), "must be a dict of config.pbtxt parameters")
+        model["parameters"] = dict((str(k), str(v).lower() if isinstance(v, bool) else str(v)) for k, v in params.items())
+        model["instance_count"] = _int(model.get("instance_count", 1), _var(index, "instance_count"), 1)
+        if name in seen:
+            raise ModelRepositoryError(_var(index, "name"), "%r is already used by %s" % (name, _var(seen[name])))
+        seen[name] = index
+        source = model.get("model_path") or model.get("hf_repo_id")
+        model["source"] = source
+        model["server_model"] = server_path(source, settings["models_dir"], settings["server_models_dir"]) \
+            if model.get("model_path") else source
+        if backend == "vllm":
+            _normalize_vllm(model, index, settings)
+        else:
+            _normalize_trtllm(model, index, settings)
+        result.append(model)
+    # TRT-LLM parts are separate Triton models: their names must not collide.
+    for model in result:
+        for part in model.get("parts", {}).values():
+            if part in seen and part != model["name"]:
+                raise ModelRepositoryError(_var(seen[part], "name"), "%r collides with a part of TRT-LLM model %r"
+                                           % (part, model["name"]))
+    return result
+
+
+def _normalize_vllm(model, index, settings):
+    if model.get("trtllm"):
+        raise ModelRepositoryError(_var(index, "trtllm"), "is for backend tensorrtllm; this model uses vllm")
+    engine_args = model.get("engine_args") or {}
+    if not isinstance(engine_args, dict):
+        raise ModelRepositoryError(_var(index, "engine_args"), "must be a dict of vLLM engine arguments")
+    for key in ("model", "tensor_parallel_size", "gpu_memory_utilization", "enable_lora"):
+        if key in engine_args:
+            raise ModelRepositoryError(_var(index, "engine_args.%s" % key),
+                                       "is set by the role; use the model's %s setting instead" %
+                                       {"model": "model_path/hf_repo_id", "enable_lora": "lora"}.get(key, key))
+    for key in settings.get("vllm_removed_engine_args") or []:
+        if key in engine_args:
+            raise ModelRepositoryError(_var(index, "engine_args.%s" % key),
+                                       "is not accepted by the pinned vLLM (AsyncEngineArgs would fail the load)")
+    quantization = engine_args.get("quantization")
+    if quantization is not None and quantization not in VLLM_QUANTIZATIONS:
+        raise ModelRepositoryError(_var(index, "engine_args.quantization"),
+                                   "must be one of %s, got %r" % (", ".join(VLLM_QUANTIZATIONS), quantization))
+    if model.get("revision") and model.get("hf_repo_id"):
+        engine_args.setdefault("revision", model["revision"])
+    model["engine_args"] = engine_args
+    inputs = model.get("inputs") or list(VLLM_INPUTS)
+    outputs = model.get("outputs") or list(VLLM_OUTPUTS)
+    for key, chosen, known in (("inputs", inputs, VLLM_INPUTS), ("outputs", outputs, VLLM_OUTPUTS)):
+        if not isinstance(chosen, list):
+            raise ModelRepositoryError(_var(index, key), "must be a list of names")
+        unknown = [item for item in chosen if item not in known]
+        if unknown:
+            raise ModelRepositoryError(_var(index, key), "unknown %s %s (the vLLM backend knows: %s)"
+                                       % (key, unknown, ", ".join(known)))
+    if "text_input" not in inputs:
+        raise ModelRepositoryError(_var(index, "inputs"), "must contain text_input")
+    if "text_output" not in outputs:
+        raise ModelRepositoryError(_var(index, "outputs"), "must contain text_output")
+    model["inputs"] = [dict(name=item, data_type=VLLM_INPUTS[item][0], dims=VLLM_INPUTS[item][1],
+                            optional=VLLM_INPUTS[item][2]) for item in inputs]
+    model["outputs"] = [dict(name=item, data_type=VLLM_OUTPUTS[item][0], dims=VLLM_OUTPUTS[item][1])
+                        for item in outputs]
+    model["report_custom_metrics"] = _bool(model.get("report_custom_metrics", settings.get("vllm_report_custom_metrics", True)),
+                                           _var(index, "report_custom_metrics"))
+    lora = model.get("lora") or {}
+    if lora:
+        if not isinstance(lora, dict) or not isinstance(lora.get("adapters"), dict) or not lora["adapters"]:
+            raise ModelRepositoryError(_var(index, "lora.adapters"), "must be a non-empty dict adapter name -> local path")
+        for adapter, path in lora["adapters"].items():
+            if not _NAME.match(str(adapter)) or not str(path).startswith("/"):
+                raise ModelRepositoryError(_var(index, "lora.adapters.%s" % adapter),
+                                           "needs a simple name and an absolute local path, got %r" % (path,))
+        lora = {
+            "adapters": dict((str(k), server_path(str(v), settings["models_dir"], settings["server_models_dir"]))
+                             for k, v in sorted(lora["adapters"].items())),
+            "max_lora_rank": _int(lora.get("max_lora_rank", 16), _var(index, "lora.max_lora_rank"), 1),
+            "max_loras": _int(lora.get("max_loras", len(lora["adapters"])), _var(index, "lora.max_loras"), 1),
+        }
+    model["lora"] = lora
+    model["parts"] = {}
+    model["load_models"] = [model["name"]]
+
+
+def _normalize_trtllm(model, index, settings):
+    for key in ("engine_args", "lora", "inputs", "outputs"):
+        if model.get(key):
+            raise ModelRepositoryError(_var(index, key), "is a vLLM setting; TRT-LLM settings go under trtllm")
+    raw = model.get("trtllm") or {}
+    if not isinstance(raw, dict):
+        raise ModelRepositoryError(_var(index, "trtllm"), "must be a dict")
+    unknown = sorted(set(raw) - set(TRTLLM_DEFAULTS))
+    if unknown:
+        raise ModelRepositoryError(_var(index, "trtllm.%s" % unknown[0]),
+                                   "unknown TRT-LLM setting (allowed: %s)" % ", ".join(sorted(TRTLLM_DEFAULTS)))
+    trt = copy.deepcopy(TRTLLM_DEFAULTS)
+    trt.update(raw)
+
+    def where(key):
+        return _var(index, "trtllm.%s" % key)
+
+    if trt["layout"] not in TRTLLM_LAYOUTS:
+        raise ModelRepositoryError(where("layout"), "must be one of %s, got %r" % (", ".join(TRTLLM_LAYOUTS), trt["layout"]))
+    if trt["batching_strategy"] not in BATCHING_STRATEGIES:
+        raise ModelRepositoryError(where("batching_strategy"), "must be one of %s, got %r"
+                                   % (", ".join(BATCHING_STRATEGIES), trt["batching_strategy"]))
+    if trt["batch_scheduler_policy"] not in SCHEDULER_POLICIES:
+        raise ModelRepositoryError(where("batch_scheduler_policy"), "must be one of %s, got %r"
+                                   % (", ".join(SCHEDULER_POLICIES), trt["batch_scheduler_policy"]))
+    if trt["quantization"] is not None and trt["quantization"] not in TRTLLM_QUANTIZATIONS:
+        raise ModelRepositoryError(where("quantization"), "must be one of %s, got %r"
+                                   % (", ".join(TRTLLM_QUANTIZATIONS), trt["quantization"]))
+    for key in ("max_batch_size", "max_input_len", "max_seq_len", "max_beam_width", "instance_count"):
+        trt[key] = _int(trt[key], where(key), 1)
+    for key in ("max_queue_delay_microseconds", "max_queue_size"):
+        trt[key] = _int(trt[key], where(key), 0)
+    for key in ("max_tokens_in_paged_kv_cache", "max_attention_window_size"):
+        if trt[key] is not None:
+            trt[key] = _int(trt[key], where(key), 1)
+    for key in ("decoupled", "enable_kv_cache_reuse", "enable_chunked_context", "exclude_input_in_output",
+                "add_special_tokens", "skip_special_tokens", "accumulate_tokens", "build"):
+        trt[key] = _bool(trt[key], where(key))
+    for key in ("convert_args", "build_args"):
+        if not isinstance(trt[key], list):
+            raise ModelRepositoryError(where(key), "must be a list of extra command-line arguments")
+        trt[key] = [str(arg) for arg in trt[key]]
+    if not isinstance(trt["llmapi_args"], dict):
+        raise ModelRepositoryError(where("llmapi_args"), "must be a dict of LLM API arguments")
+    if trt["max_input_len"] > trt["max_seq_len"]:
+        raise ModelRepositoryError(where("max_input_len"), "(%d) exceeds max_seq_len (%d)"
+                                   % (trt["max_input_len"], trt["max_seq_len"]))
+    name = model["name"]
+    engine_dir = trt["engine_dir"] or "%s/%s" % (settings["engines_dir"].rstrip("/"), name)
+    if not str(engine_dir).startswith("/"):
+        raise ModelRepositoryError(where("engine_dir"), "must be an absolute path, got %r" % engine_dir)
+    trt["engine_dir"] = engine_dir
+    trt["server_engine_dir"] = server_path(engine_dir, settings["engines_dir"], settings["server_engines_dir"])
+    tokenizer = trt["tokenizer_dir"] or model["source"]
+    trt["server_tokenizer_dir"] = server_path(tokenizer, settings["models_dir"], settings["server_models_dir"]) \
+        if str(tokenizer).startswith("/") else tokenizer
+    trt["tokenizer_dir"] = tokenizer
+    if trt["build"] and not model.get("model_path"):
+        raise ModelRepositoryError(_var(index, "model_path"), "an engine build needs the checkpoint in a local directory")
+    model["trtllm"] = trt
+    if trt["layout"] == "llmapi":
+        model["parts"] = {}
+        model["load_models"] = [name]
+    else:
+        model["parts"] = dict((part, "%s_%s" % (name, part)) for part in TRTLLM_PARTS)
+        # The ensemble pulls in its composing models; the BLS model is listed too.
+        model["load_models"] = [name] + [model["parts"][part] for part in TRTLLM_PARTS]
+
+
+def plan_gpu_memory(models, gpus, budget):
+    """Gives each model its share of every GPU it uses, so that the shares on
+    one GPU add up to at most `budget`. A model's share is its
+    gpu_memory_utilization, else memory_mib / the smallest assigned GPU, else an
+    equal split of what is left on its most crowded GPU. Raises
+    ModelRepositoryError naming the models and the numbers on overcommit."""
+    budget = _fraction(budget, "model_repository_gpu_memory_budget")
+    by_index = dict((gpu["index"], gpu) for gpu in gpus)
+    fixed, free = {}, []
+    for position, model in enumerate(models):
+        smallest = min(by_index[gpu]["memory_total_mib"] for gpu in model["gpus"])
+        if model.get("gpu_memory_utilization") is not None:
+            fixed[model["name"]] = model["gpu_memory_utilization"]
+        elif model.get("memory_mib") is not None:
+            share = round(float(model["memory_mib"]) / smallest, 4)
+            if share > 1.0:
+                raise ModelRepositoryError(_var(position, "memory_mib"), "%d MiB does not fit on GPU(s) %s (%d MiB each)"
+                                           % (model["memory_mib"], model["gpus"], smallest))
+            fixed[model["name"]] = share
+        else:
+            free.append(model)
+    shares = dict(fixed)
+    for model in free:
+        worst = None
+        for gpu in model["gpus"]:
+            users = [m for m in models if gpu in m["gpus"]]
+            taken = sum(fixed.get(m["name"], 0.0) for m in users)
+            open_models = len([m for m in users if m["name"] not in fixed])
+            candidate = (budget - taken) / open_models
+            worst = candidate if worst is None else min(worst, candidate)
+        shares[model["name"]] = round(max(worst, 0.0), 4)
+        if shares[model["name"]] < MIN_AUTO_SHARE:
+            raise ModelRepositoryError(
+                VAR, "no room left for %s on GPU(s) %s: the models there already take the budget %.2f "
+                "(model_repository_gpu_memory_budget); lower their gpu_memory_utilization / memory_mib or move %s "
+                "to other gpus" % (model["name"], model["gpus"], budget, model["name"]))
+    plan = []
+    for gpu in gpus:
+        users = [m for m in models if gpu["index"] in m["gpus"]]
+        total = round(sum(shares[m["name"]] for m in users), 4)
+        detail = ", ".join("%s %.2f (%d MiB)" % (m["name"], shares[m["name"]], int(shares[m["name"]] * gpu["memory_total_mib"]))
+                           for m in users)
+        if users and (total > budget + 1e-9 or any(shares[m["name"]] <= 0.0 for m in users)):
+            raise ModelRepositoryError(
+                VAR, "GPU %d (%s, %d MiB) is overcommitted: %s add up to %.2f (%d MiB) but the budget is %.2f (%d MiB, "
+                "model_repository_gpu_memory_budget); give these models fewer GPUs' memory (gpu_memory_utilization / "
+                "memory_mib) or other gpus" % (gpu["index"], gpu["name"], gpu["memory_total_mib"], detail, total,
+                                               int(total * gpu["memory_total_mib"]), budget,
+                                               int(budget * gpu["memory_total_mib"])))
+        plan.append({"index": gpu["index"], "memory_total_mib": gpu["memory_total_mib"], "total_share": total,
+                     "models": dict((m["name"], shares[m["name"]]) for m in users)})
+    for model in models:
+        model["gpu_memory_share"] = shares[model["name"]]
+        if model["backend"] == "vllm":
+            model["gpu_memory_utilization"] = shares[model["name"]]
+        else:
+            model["trtllm"]["kv_cache_free_gpu_mem_fraction"] = shares[model["name"]]
+    return plan
+
+
+# --- rendering ---------------------------------------------------------------
+
+def _pbtxt_string(value):
+    """A protobuf text-format string literal."""
+    return '"%s"' % str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _to_json(value, indent=2):
+    return json.dumps(value, indent=indent, sort_keys=True)
+
+
+def _bool_text(value):
+    return "true" if value else "false"
+
+
+def template_files(model):
+    """(template, destination relative to the repository) of one model."""
+    name = model["name"]
+    if model["backend"] == "vllm":
+        files = [("vllm/config.pbtxt.j2", "%s/config.pbtxt" % name), ("vllm/model.json.j2", "%s/1/model.json" % name)]
+        if model["lora"]:
+            files.append(("vllm/multi_lora.json.j2", "%s/1/multi_lora.json" % name))
+        return files
+    if model["trtllm"]["layout"] == "llmapi":
+        return [("tensorrtllm/llmapi/config.pbtxt.j2", "%s/config.pbtxt" % name),
+                ("tensorrtllm/llmapi/model.yaml.j2", "%s/1/model.yaml" % name)]
+    files = [("tensorrtllm/ensemble/config.pbtxt.j2", "%s/config.pbtxt" % name)]
+    for part, part_name in sorted(model["parts"].items()):
+        files.append(("tensorrtllm/%s/config.pbtxt.j2" % part, "%s/config.pbtxt" % part_name))
+    # The ensemble's version folder must exist, even empty.
+    files.append(("tensorrtllm/ensemble/keep.j2", "%s/1/.keep" % name))
+    files.append(("tensorrtllm/tensorrt_llm/keep.j2", "%s/1/.keep" % model["parts"]["tensorrt_llm"]))
+    return files
+
+
+def python_model_copies(model, all_models_dir):
+    """TRT-LLM's python model code (from the pinned container's
+    /app/all_models/inflight_batcher_llm, copied out on the host):
+    destination folder -> source folder, both on the target."""
+    if model["backend"] != "tensorrtllm" or model["trtllm"]["layout"] == "llmapi":
+        return {}
+    return dict(("%s/1" % model["parts"][part], "%s/inflight_batcher_llm/%s/1" % (all_models_dir.rstrip("/"), part))
+                for part in PYTHON_PARTS)
+
+
+def llmapi_copies(model, all_models_dir):
+    if model["backend"] == "tensorrtllm" and model["trtllm"]["layout"] == "llmapi":
+        return {"%s/1" % model["name"]: "%s/llmapi/tensorrt_llm/1" % all_models_dir.rstrip("/")}
+    return {}
+
+
+def render(models, templates_dir):
+    """{relative path: content} for every model, from the role's templates."""
+    try:
+        import jinja2
+    except ImportError:
+        raise ModelRepositoryError("jinja2", "the controller's Python lacks jinja2")
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates_dir), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env.filters.update({"pbtxt_string": _pbtxt_string, "to_json": _to_json, "bool_text": _bool_text})
+    files = {}
+    for model in models:
+        for template, dest in template_files(model):
+            files[dest] = env.get_template(template).render(model=model)
+    return files
+
+
+# --- validation --------------------------------------------------------------
+
+def parse_config(text, where):
+    """A config.pbtxt parsed with Triton's own ModelConfig schema."""
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except ImportError:
+        raise ModelRepositoryError("tritonclient", "the controller's Python needs tritonclient[grpc] (Triton's ModelConfig "
+                                   "schema) to validate the repository")
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as error:
+        raise ModelRepositoryError(where, "config.pbtxt does not parse with Triton's ModelConfig schema: %s" % error)
+    return config
+
+
+def _param(config, key):
+    return config.parameters[key].string_value if key in config.parameters else None
+
+
+def _require(condition, where, message):
+    if not condition:
+        raise ModelRepositoryError(where, message)
+
+
+def validate(models, files):
+    """Parses every config.pbtxt and checks what each backend requires; returns
+    {model directory: parsed summary}."""
+    configs = {}
+    for path, text in files.items():
+        if path.endswith("/config.pbtxt"):
+            directory = path.split("/")[0]
+            config = parse_config(text, path)
+            _require(config.name == directory, path, "name %r differs from its directory %r" % (config.name, directory))
+            leftover = _PLACEHOLDER.findall(text)
+            _require(not leftover, path, "unfilled template placeholders %s" % leftover)
+            configs[directory] = config
+        elif path.endswith(".json"):
+            try:
+                json.loads(files[path])
+            except ValueError as error:
+                raise ModelRepositoryError(path, "is not valid JSON: %s" % error)
+    for index, model in enumerate(models):
+        where = _var(index)
+        if model["backend"] == "vllm":
+            _validate_vllm(model, configs[model["name"]], files, where)
+        elif model["trtllm"]["layout"] == "llmapi":
+            config = configs[model["name"]]
+            _require(config.backend == "python", where, "the LLM-API model must use the python backend")
+        else:
+            _validate_trtllm(model, configs, where)
+    return dict((name, {"backend": config.backend or config.platform, "max_batch_size": config.max_batch_size,
+                        "decoupled": config.model_transaction_policy.decoupled}) for name, config in configs.items())
+
+
+def _validate_vllm(model, config, files, where):
+    _require(config.backend == "vllm", where, "backend must be vllm, got %r" % config.backend)
+    _require(config.max_batch_size == 0, where, "the vLLM backend needs max_batch_size 0")
+    _require(config.model_transaction_policy.decoupled, where, "the vLLM backend needs the decoupled transaction policy")
+    _require("text_input" in [i.name for i in config.input], where, "text_input input missing")
+    kinds = [group.kind for group in config.instance_group]
+    from tritonclient.grpc import model_config_pb2
+    if model["tensor_parallel_size"] > 1:
+        _require(model_config_pb2.ModelInstanceGroup.KIND_GPU not in kinds, where,
+                 "KIND_GPU is refused by the vLLM backend with tensor_parallel_size > 1")
+    engine = json.loads(files["%s/1/model.json" % model["name"]])
+    _require(engine.get("model"), where, "model.json has no model")
+    if model["lora"]:
+        _require(str(engine.get("enable_lora")).lower() == "true", where, "LoRA adapters without enable_lora")
+        _require("%s/1/multi_lora.json" % model["name"] in files, where, "multi_lora.json missing")
+
+
+def _validate_trtllm(model, configs, where):
+    parts = model["parts"]
+    trt = model["trtllm"]
+    llm = configs[parts["tensorrt_llm"]]
+    _require(llm.backend == "tensorrtllm", where, "tensorrt_llm must use the tensorrtllm backend")
+    _require(_param(llm, "gpt_model_path") == trt["server_engine_dir"], where, "gpt_model_path (engine_dir) not filled")
+    _require(_param(llm, "gpt_model_type") in BATCHING_STRATEGIES, where, "gpt_model_type (batching_strategy) invalid")
+    _require(llm.model_transaction_policy.decoupled == trt["decoupled"], where, "decoupled mode differs from trtllm.decoupled")
+    for part in ("preprocessing", "postprocessing"):
+        _require(_param(configs[parts[part]], "tokenizer_dir"), where, "%s has no tokenizer_dir" % part)
+    ensemble = configs[model["name"]]
+    _require(ensemble.platform == "ensemble", where, "the ensemble must use platform ensemble")
+    steps = [step.model_name for step in ensemble.ensemble_scheduling.step]
+    expected = [parts["preprocessing"], parts["tensorrt_llm"], parts["postprocessing"]]
+    _require(steps == expected, where, "ensemble steps %s, expected %s" % (steps, expected))
+    for name in [model["name"]] + list(parts.values()):
+        _require(configs[name].max_batch_size == trt["max_batch_size"], where,
+                 "%s max_batch_size %d differs from trtllm.max_batch_size %d"
+                 % (name, configs[name].max_batch_size, trt["max_batch_size"]))
+    # Every tensor an ensemble step maps must exist on the composing model.
+    for step in ensemble.ensemble_scheduling.step:
+        composing = configs[step.model_name]
+        names_in = set(i.name for i in composing.input)
+        names_out = set(o.name for o in composing.output)
+        for key in step.input_map:
+            _require(key in names_in, where, "ensemble maps unknown input %s of %s" % (key, step.model_name))
+        for key in step.output_map:
+            _require(key in names_out, where, "ensemble maps unknown output %s of %s" % (key, step.model_name))
+
+
+def engine_fingerprint(model):
+    """What an engine depends on: model source and revision, and every build setting."""
+    trt = model["trtllm"]
+    keys = ("model_family", "dtype", "quantization", "max_batch_size", "max_input_len", "max_seq_len", "max_beam_width",
+            "convert_args", "build_args")
+    return {"source": model["source"], "revision": model.get("revision") or "",
+            "tensor_parallel_size": model["tensor_parallel_size"],
+            "settings": dict((key, trt[key]) for key in keys)}
+
+
+def build_plan(models, gpu_info, gpu_override, settings, templates_dir, all_models_dir):
+    """Everything the role needs from the controller, in one call."""
+    gpus = gpu_table(gpu_info, gpu_override)
+    normalized = normalize_models(models, gpus, settings)
+    plan = plan_gpu_memory(normalized, gpus, settings.get("gpu_memory_budget", 0.9))
+    files = render(normalized, templates_dir)
+    summary = validate(normalized, files)
+    copies = {}
+    for model in normalized:
+        copies.update(python_model_copies(model, all_models_dir))
+        copies.update(llmapi_copies(model, all_models_dir))
+    load_models = []
+    for model in normalized:
+        if model["load"]:
+            load_models.extend(model["load_models"])
+    engines = [{"name": m["name"], "model_path": m["source"], "gpus": m["gpus"],
+                "tensor_parallel_size": m["tensor_parallel_size"], "trtllm": m["trtllm"],
+                "fingerprint": engine_fingerprint(m)}
+               for m in normalized if m["backend"] == "tensorrtllm" and m["trtllm"]["build"]]
+    model_dirs = dict((m["name"], [m["name"]] + sorted(m["parts"].values())) for m in normalized)
+    return {"files": files, "copies": copies, "load_models": load_models, "gpu_plan": plan, "configs": summary,
+            "engines": engines, "model_dirs": model_dirs,
+            "needs_trtllm_models": any(m["backend"] == "tensorrtllm" for m in normalized)}
+
+
+def files_of(directory):
+    """Sorted relative file paths under a directory (for copying code trees)."""
+    found = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            found.append(os.path.relpath(os.path.join(root, name), directory))
+    return found

@@ -1,0 +1,205 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: Apache-2.0
+# Copyright: onprem.triton contributors
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: triton_model_repository_render
+short_description: Plan, render and validate a Triton model repository (vLLM and TensorRT-LLM backends)
+version_added: "0.1.0"
+description:
+  - Checks the model list, places the models on the host's GPUs with a memory plan that refuses
+    overcommit, renders the role's Jinja templates (C(config.pbtxt), C(model.json), C(multi_lora.json),
+    the TensorRT-LLM ensemble and its parts, the LLM-API C(model.yaml)) and parses every C(config.pbtxt)
+    with Triton's own ModelConfig schema (C(tritonclient.grpc.model_config_pb2) with protobuf's
+    text_format), checking what each backend requires.
+  - "Read-only; meant to run on the controller (C(delegate_to: localhost)), whose Python has tritonclient,
+    so the targets need nothing beyond the standard library. Bad input fails naming the variable."
+author:
+  - onprem.triton contributors (@onprem-triton)
+requirements:
+  - jinja2
+  - tritonclient[grpc] (Triton's ModelConfig schema) and protobuf
+options:
+  models:
+    description: The model list, as the role's C(model_repository_models) (see the role's README).
+    type: list
+    elements: dict
+    required: true
+  gpu_info:
+    description: The host stack's C(nvidia_gpu_info) fact (C(gpus) with C(index) and C(memory_total_mib)).
+    type: dict
+    default: {}
+  gpus:
+    description: GPUs to plan for instead of I(gpu_info), for hosts and tests without GPU facts.
+    type: list
+    elements: dict
+    default: []
+  gpu_memory_budget:
+    description: Share of each GPU the models on it may take together.
+    type: float
+    default: 0.9
+  templates_dir:
+    description: The role's templates folder.
+    type: path
+    required: true
+  models_dir:
+    description: Host folder of the synced models (the hf_model role's C(hf_model_dir)).
+    type: str
+    default: /opt/models
+  server_models_dir:
+    description: Where the server's container sees I(models_dir).
+    type: str
+    default: /opt/models
+  engines_dir:
+    description: Host folder of the TensorRT-LLM engines.
+    type: str
+    default: /opt/triton/engines
+  server_engines_dir:
+    description: Where the server's container sees I(engines_dir).
+    type: str
+    default: /opt/triton/engines
+  trtllm_all_models_dir:
+    description: Host folder holding a copy of the TensorRT-LLM container's C(/app/all_models).
+    type: str
+    default: /opt/triton/trtllm_all_models
+  vllm_report_custom_metrics:
+    description: Default of each vLLM model's C(report_custom_metrics).
+    type: bool
+    default: true
+  vllm_removed_engine_args:
+    description: Engine arguments the pinned vLLM no longer accepts (refused before anything is written).
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; it runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing changes on any host, so there is no diff.
+"""
+
+EXAMPLES = r"""
+- name: Render and validate on the controller
+  onprem.triton.triton_model_repository_render:
+    templates_dir: "{{ role_path }}/templates"
+    gpu_info: "{{ nvidia_gpu_info }}"
+    models:
+      - name: gemma_local
+        backend: vllm
+        model_path: /opt/models/gemma_local
+        tensor_parallel_size: 1
+        gpu_memory_utilization: 0.90
+  delegate_to: localhost
+  register: rendered
+"""
+
+RETURN = r"""
+files:
+  description: Relative path inside the repository to rendered content.
+  returned: success
+  type: dict
+  sample: {"gemma_local/config.pbtxt": "name: \"gemma_local\"\n..."}
+copies:
+  description: Relative destination folder to the host folder to copy (TensorRT-LLM python models).
+  returned: success
+  type: dict
+  sample: {"llama_preprocessing/1": "/opt/triton/trtllm_all_models/inflight_batcher_llm/preprocessing/1"}
+load_models:
+  description: Names to pass as C(--load-model) in explicit model-control mode.
+  returned: success
+  type: list
+  elements: str
+  sample: [gemma_local]
+model_dirs:
+  description: Model name to the repository folders that belong to it.
+  returned: success
+  type: dict
+  sample: {"llama": ["llama", "llama_postprocessing", "llama_preprocessing", "llama_tensorrt_llm"]}
+gpu_plan:
+  description: Per GPU, the share each model takes and the total.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"index": 0, "memory_total_mib": 81559, "total_share": 0.9, "models": {"gemma_local": 0.9}}]
+configs:
+  description: Per repository folder, what the schema parse found (backend or platform, max_batch_size, decoupled).
+  returned: success
+  type: dict
+  sample: {"gemma_local": {"backend": "vllm", "max_batch_size": 0, "decoupled": true}}
+engines:
+  description: TensorRT-LLM engines to build (models with C(trtllm.build)), with their fingerprint.
+  returned: success
+  type: list
+  elements: dict
+  sample: []
+needs_trtllm_models:
+  description: Whether the TensorRT-LLM python models must be present on the host.
+  returned: success
+  type: bool
+  sample: false
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    import jinja2  # noqa: F401  pylint: disable=unused-import
+    HAS_JINJA2 = True
+except ImportError:
+    HAS_JINJA2 = False
+
+try:
+    from tritonclient.grpc import model_config_pb2  # noqa: F401  pylint: disable=unused-import
+    HAS_TRITONCLIENT = True
+except ImportError:
+    HAS_TRITONCLIENT = False
+
+from ansible_collections.onprem.triton.plugins.module_utils.model_repository import (
+    ModelRepositoryError,
+    build_plan,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            models=dict(type="list", elements="dict", required=True),
+            gpu_info=dict(type="dict", default={}),
+            gpus=dict(type="list", elements="dict", default=[]),
+            gpu_memory_budget=dict(type="float", default=0.9),
+            templates_dir=dict(type="path", required=True),
+            models_dir=dict(type="str", default="/opt/models"),
+            server_models_dir=dict(type="str", default="/opt/models"),
+            engines_dir=dict(type="str", default="/opt/triton/engines"),
+            server_engines_dir=dict(type="str", default="/opt/triton/engines"),
+            trtllm_all_models_dir=dict(type="str", default="/opt/triton/trtllm_all_models"),
+            vllm_report_custom_metrics=dict(type="bool", default=True),
+            vllm_removed_engine_args=dict(type="list", elements="str", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_JINJA2:
+        module.fail_json(msg=missing_required_lib("jinja2"))
+    if not HAS_TRITONCLIENT:
+        module.fail_json(msg=missing_required_lib("tritonclient[grpc]"))
+    params = module.params
+    settings = dict((key, params[key]) for key in (
+        "models_dir", "server_models_dir", "engines_dir", "server_engines_dir", "gpu_memory_budget",
+        "vllm_report_custom_metrics", "vllm_removed_engine_args"))
+    try:
+        result = build_plan(params["models"], params["gpu_info"], params["gpus"], settings,
+                            params["templates_dir"], params["trtllm_all_models_dir"])
+    except ModelRepositoryError as error:
+        module.fail_json(msg=str(error), variable=error.variable)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

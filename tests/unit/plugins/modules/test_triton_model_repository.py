@@ -1,0 +1,130 @@
+# SPDX-License-Identifier: Apache-2.0
+"""triton_model_repository: generations, the atomic current switch, the
+previous generation, rollback, check mode, changed models, pruning."""
+
+import json
+import os
+
+import pytest
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.onprem.triton.plugins.modules import triton_model_repository as module
+
+GEMMA = {"gemma/config.pbtxt": 'name: "gemma"\nbackend: "vllm"\n', "gemma/1/model.json": '{"model": "/m/gemma"}'}
+
+
+def run(root, check=False, diff=False, **params):
+    args = dict(root=str(root), **params)
+    if check:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    with patch_module_args(args), pytest.raises(SystemExit) as exit_info:
+        module.main()
+    return exit_info.value.code
+
+
+@pytest.fixture
+def result(capsys):
+    def call(root, **params):
+        code = run(root, **params)
+        output = json.loads(capsys.readouterr().out)
+        output["rc"] = code
+        return output
+    return call
+
+
+def test_first_install_then_idempotent(tmp_path, result):
+    first = result(tmp_path, files=GEMMA)
+    assert first["changed"] and first["changed_models"] == ["gemma"] and first["previous_path"] is None
+    current = tmp_path / "current"
+    assert os.path.islink(current) and os.readlink(current) == "generations/%s" % first["generation"]
+    assert (current / "gemma" / "1" / "model.json").read_text() == '{"model": "/m/gemma"}'
+    assert oct((current / "gemma" / "config.pbtxt").stat().st_mode & 0o777) == "0o644"
+    second = result(tmp_path, files=GEMMA)
+    assert not second["changed"] and second["changed_models"] == [] and second["generation"] == first["generation"]
+
+
+def test_change_keeps_previous_and_names_the_changed_model(tmp_path, result):
+    other = {"opt/config.pbtxt": 'name: "opt"\n', "opt/1/model.json": "{}"}
+    first = result(tmp_path, files=dict(GEMMA, **other))
+    changed = dict(GEMMA, **other)
+    changed["gemma/1/model.json"] = '{"model": "/m/gemma", "max_model_len": 2048}'
+    second = result(tmp_path, files=changed)
+    assert second["changed"] and second["changed_models"] == ["gemma"]
+    assert second["previous_path"] == str(tmp_path / "generations" / first["generation"])
+    assert os.readlink(tmp_path / "previous") == "generations/%s" % first["generation"]
+    assert (tmp_path / "generations" / first["generation"] / "gemma" / "1" / "model.json").exists()
+    third = result(tmp_path, files=GEMMA)
+    assert third["removed_models"] == ["opt"]
+
+
+def test_check_mode_changes_nothing_even_on_a_fresh_host(tmp_path, result):
+    root = tmp_path / "fresh"
+    checked = result(root, files=GEMMA, check=True, copies={"x_preprocessing/1": str(tmp_path / "missing")})
+    assert checked["changed"] and checked["changed_models"] == ["gemma", "x_preprocessing"]
+    assert not root.exists()
+
+
+def test_check_mode_reports_no_change_when_installed(tmp_path, result):
+    result(tmp_path, files=GEMMA)
+    assert not result(tmp_path, files=GEMMA, check=True)["changed"]
+
+
+def test_diff_shows_the_changed_files(tmp_path, result):
+    result(tmp_path, files=GEMMA)
+    changed = dict(GEMMA, **{"gemma/1/model.json": '{"model": "/m/other"}'})
+    diff = result(tmp_path, files=changed, diff=True)["diff"]
+    assert "/m/gemma" in diff["before"] and "/m/other" in diff["after"] and "config.pbtxt" not in diff["after"]
+
+
+def test_copies_code_folders_and_groups_model_dirs(tmp_path, result):
+    source = tmp_path / "all_models" / "preprocessing" / "1"
+    source.mkdir(parents=True)
+    (source / "model.py").write_text("# tokenizer\n")
+    (source / "__pycache__").mkdir()
+    (source / "__pycache__" / "model.cpython-311.pyc").write_bytes(b"\0")
+    files = {"l/config.pbtxt": 'platform: "ensemble"\n', "l_preprocessing/config.pbtxt": 'backend: "python"\n'}
+    out = result(tmp_path / "repo", files=files, copies={"l_preprocessing/1": str(source)},
+                 model_dirs={"l": ["l", "l_preprocessing"]})
+    assert out["changed_models"] == ["l"]
+    installed = tmp_path / "repo" / "current" / "l_preprocessing" / "1"
+    assert (installed / "model.py").read_text() == "# tokenizer\n" and not (installed / "__pycache__").exists()
+
+
+def test_missing_copy_source_fails_outside_check_mode(tmp_path, result):
+    out = result(tmp_path / "repo", files=GEMMA, copies={"x/1": str(tmp_path / "nope")})
+    assert out["rc"] == 1 and out["failed"] and "model_repository_trtllm_all_models_dir" in out["msg"]
+    assert not (tmp_path / "repo" / "current").exists()
+
+
+def test_rollback_swaps_current_and_previous(tmp_path, result):
+    first = result(tmp_path, files=GEMMA)
+    second = result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": "{}"}))
+    rolled = result(tmp_path, state="rollback")
+    assert rolled["changed"] and rolled["changed_models"] == ["gemma"]
+    assert os.readlink(tmp_path / "current") == "generations/%s" % first["generation"]
+    assert os.readlink(tmp_path / "previous") == "generations/%s" % second["generation"]
+    assert (tmp_path / "current" / "gemma" / "1" / "model.json").read_text() == '{"model": "/m/gemma"}'
+
+
+def test_rollback_without_previous_fails(tmp_path, result):
+    result(tmp_path, files=GEMMA)
+    out = result(tmp_path, state="rollback")
+    assert out["failed"] and "no previous generation" in out["msg"]
+
+
+def test_old_generations_are_pruned_but_current_and_previous_kept(tmp_path, result):
+    seen = []
+    for number in range(5):
+        out = result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": '{"n": %d}' % number}), keep=2)
+        seen.append(out["generation"])
+        os.utime(tmp_path / "generations" / out["generation"], (1000 + number, 1000 + number))
+    assert sorted(os.listdir(tmp_path / "generations")) == sorted(seen[-2:])
+
+
+def test_switching_back_to_an_existing_generation_reuses_it(tmp_path, result):
+    first = result(tmp_path, files=GEMMA)
+    result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": "{}"}))
+    again = result(tmp_path, files=GEMMA)
+    assert again["changed"] and again["generation"] == first["generation"]
