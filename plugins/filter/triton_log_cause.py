@@ -14,9 +14,9 @@ description:
   - Reads the output of a C(tritonserver) run (container log or journal) and returns the last
     model status table, the first error line and a classified cause with a hint, so a failed
     readiness gate can say why instead of timing out.
-  - The last status table wins (a restarted server logs one per start); the first error is the
-    first C(failed to load) line, else the C(error: creating server) line, else the first line
-    that looks like an error (docker's own errors included).
+  - "The last status table wins (a restarted server logs one per start); the first error is the
+    first C(failed to load) line, else the first line that looks like an error: C(error: creating server),
+    an C(E) log line, C(ERROR:) of the container banner or docker's own errors."
   - Causes, in the order tried on the failing models' reasons then on the error lines -
     C(hf_unauthorized), C(hf_offline), C(cuda_oom), C(driver_too_old), C(shm_too_small),
     C(wrong_backend), C(gpu_runtime_missing), C(image_missing), C(model_not_found), C(bad_config);
