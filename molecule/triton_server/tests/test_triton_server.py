@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What the triton_server role leaves on the host: a supervised, gated Triton."""
+
+import json
+import os
+import subprocess
+import time
+
+NAME = "molecule"
+UNIT = "triton-molecule.service"
+CONTAINER = "triton-molecule"
+PORTS = {"http": 18400, "grpc": 18401, "metrics": 18402}
+HF_TOKEN = "hf_FAKEtokenNeverPrintedAnywhere0123456789"
+REPO_KEY = "molecule-repository-key-0123456789"
+ENV_FILE = "/etc/triton-server/molecule.env"
+
+
+def test_service_is_active_and_enabled(host):
+    service = host.service(UNIT)
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_ports_listen_on_the_configured_address_only(host):
+    for port in PORTS.values():
+        listening = host.check_output(f"ss -Htln 'sport = :{port}'").splitlines()
+        addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening}
+        assert addresses == {"127.0.0.1"}, (port, listening)
+
+
+def test_env_file_is_private_and_holds_the_secrets(host):
+    env = host.file(ENV_FILE)
+    assert env.mode == 0o600 and env.user == "root"
+    # the secrets are really there, so their absence elsewhere means something
+    assert f"HF_TOKEN={HF_TOKEN}" in env.content_string
+    assert f"TRITON_REPOSITORY_API_KEY={REPO_KEY}" in env.content_string
+
+
+def test_hf_token_is_absent_from_unit_processes_and_journal(host):
+    unit = host.check_output(f"systemctl cat {UNIT}")
+    assert "--env-file /etc/triton-server/molecule.env" in unit
+    assert HF_TOKEN not in unit and REPO_KEY not in unit
+    assert HF_TOKEN not in host.check_output("ps -eo args --no-headers")
+    assert HF_TOKEN not in host.check_output("journalctl --no-pager -o cat")
+    assert HF_TOKEN not in host.check_output("journalctl --no-pager -o verbose -u " + UNIT)
+
+
+def test_unit_carries_the_server_flags(host):
+    unit = host.check_output(f"systemctl cat {UNIT}")
+    for flag in ("--model-control-mode=explicit", "--load-model=demo", "--strict-readiness=true",
+                 "--exit-on-error=true", "--exit-timeout-secs=5", "--shm-size 1g", "--ulimit memlock=-1",
+                 "--ulimit stack=67108864", "--http-address=127.0.0.1 --http-port=18400",
+                 "--model-repository=/srv/triton/repository/current",
+                 "source=/srv/triton/repository,target=/srv/triton/repository,readonly",
+                 "registry.onprem.test/nvidia/tritonserver:25.12-vllm-python-py3",
+                 "ExecStop=/usr/bin/docker stop --time 10 triton-molecule", "Restart=always"):
+        assert flag in unit, flag
+
+
+def test_repository_api_needs_the_key(host):
+    url = f"http://127.0.0.1:{PORTS['http']}/v2/repository/index"
+    refused = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' -X POST {url}")
+    allowed = host.run(f"curl -s -w ' %{{http_code}}' -X POST -H 'triton-repository-key: {REPO_KEY}' {url}")
+    assert refused.stdout.strip() != "200"
+    assert allowed.stdout.endswith(" 200") and '"name":"demo"' in allowed.stdout
+
+
+def test_file_sd_target_list(host):
+    content = host.file("/etc/prometheus/file_sd/triton-molecule.yml").content_string
+    assert "127.0.0.1:18402" in content and "triton_instance: molecule" in content
+
+
+def test_last_good_configuration_is_kept(host):
+    state = json.loads(host.file(f"/var/lib/triton-server/{NAME}/last-good.json").content_string)
+    assert state == {"repository_target": "/srv/triton/repository/generations/gen-1", "models": ["demo"],
+                     "image": "registry.onprem.test/nvidia/tritonserver:25.12-vllm-python-py3"}
+    assert host.file(f"/var/lib/triton-server/{NAME}/last-good.env").mode == 0o600
+
+
+def _gate():
+    """The rollout gate itself (onprem.triton.triton_check), run from the controller."""
+    args = json.dumps({"url": f"127.0.0.1:{PORTS['grpc']}", "protocol": "grpc", "models": [{"name": "demo"}],
+                       "prompt": "the quick brown fox", "expected_substring": "quick", "wait_timeout": 60})
+    return subprocess.run(["ansible", "localhost", "-m", "onprem.triton.triton_check", "-a", args],
+                          capture_output=True, text=True, env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default"),
+                          check=False)
+
+
+def test_killed_container_comes_back_and_passes_the_gate(host):
+    restarts = int(host.check_output(f"systemctl show -p NRestarts --value {UNIT}"))
+    started = host.check_output(f"docker inspect -f '{{{{.State.StartedAt}}}}' {CONTAINER}")
+    host.check_output(f"docker kill {CONTAINER}")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if int(host.check_output(f"systemctl show -p NRestarts --value {UNIT}")) > restarts and \
+                host.run(f"docker inspect -f '{{{{.State.Running}}}}' {CONTAINER}").stdout.strip() == "true":
+            break
+        time.sleep(1)
+    assert int(host.check_output(f"systemctl show -p NRestarts --value {UNIT}")) == restarts + 1
+    assert host.check_output(f"docker inspect -f '{{{{.State.StartedAt}}}}' {CONTAINER}") != started
+    gate = _gate()
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    assert "SUCCESS" in gate.stdout
