@@ -1,0 +1,39 @@
+# -*- coding: utf-8 -*-
+# Copyright: onprem.triton contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Filters for the NVIDIA roles: driver requirements compared numerically."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.onprem.triton.plugins.module_utils.nvidia import (
+    check_driver_for_container,
+    driver_branch,
+)
+
+
+def triton_driver_check(driver_version, tag, table, allow_forward_compat=True):
+    """{{ '580.159.04' | onprem.triton.triton_driver_check('25.12-vllm-python-py3', table) }}"""
+    try:
+        return check_driver_for_container(str(driver_version), str(tag), table, bool(allow_forward_compat))
+    except (KeyError, ValueError) as exc:
+        raise AnsibleFilterError("triton_driver_check: %s" % exc)
+
+
+def nvidia_driver_branch(driver_version):
+    """{{ '580.159.04' | onprem.triton.nvidia_driver_branch }} -> 580"""
+    try:
+        return driver_branch(str(driver_version))
+    except ValueError as exc:
+        raise AnsibleFilterError("nvidia_driver_branch: %s" % exc)
+
+
+class FilterModule:
+    def filters(self):
+        return {
+            "triton_driver_check": triton_driver_check,
+            "nvidia_driver_branch": nvidia_driver_branch,
+        }
