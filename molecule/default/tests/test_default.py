@@ -1,0 +1,55 @@
+"""The sandbox host after site.yml: every stage left real, running state."""
+import json
+
+import requests
+
+HTTP = "http://127.0.0.1:18500"
+
+
+def test_docker_runs_with_the_merged_nested_settings(host):
+    docker = host.service("docker")
+    assert docker.is_running and docker.is_enabled
+    daemon = json.loads(host.file("/etc/docker/daemon.json").content_string)
+    assert daemon["storage-driver"] == "vfs"
+    assert daemon["bridge"] == "none" and daemon["iptables"] is False
+    assert daemon["log-opts"]["max-size"]
+
+
+def test_model_weights_are_the_pinned_revision(host):
+    weights = host.file("/opt/models/tiny-llm")
+    assert weights.exists
+    assert host.file("/opt/models/tiny-llm/config.json").is_file
+    listing = host.check_output("find -L /opt/models/tiny-llm -name '*.safetensors'")
+    assert listing.strip(), "no safetensors were synced"
+    assert not host.file("/opt/models/tiny-llm/original").exists, "ignore_patterns were not applied"
+
+
+def test_repository_generation_is_current_and_valid(host):
+    current = host.file("/opt/triton/repository/current")
+    assert current.is_symlink
+    config = host.file("/opt/triton/repository/current/tiny_llm/config.pbtxt").content_string
+    assert 'backend: "vllm"' in config
+    model_json = json.loads(host.file("/opt/triton/repository/current/tiny_llm/1/model.json").content_string)
+    assert model_json["model"] == "/opt/models/tiny-llm"
+    assert model_json["gpu_memory_utilization"] == 0.9
+
+
+def test_triton_unit_is_active_enabled_and_on_loopback_only(host):
+    service = host.service("triton-sandbox")
+    assert service.is_running and service.is_enabled
+    for port in (18500, 18501, 18502):
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_the_served_model_answers_a_real_prompt():
+    # The instance shares the controller's network: its loopback is ours.
+    assert requests.get(f"{HTTP}/v2/health/ready", timeout=5).status_code == 200
+    answer = requests.post(
+        f"{HTTP}/v2/models/tiny_llm/generate",
+        json={"text_input": "the sea is wide", "parameters": {"stream": False},
+              "sampling_parameters": json.dumps({"max_tokens": 4})},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text_output"].endswith(" the sea is wide")
