@@ -40,10 +40,12 @@ attributes:
     description: The module only reads; it runs the same in check mode.
   diff_mode:
     support: none
+    description: Nothing changes, so there is no diff.
   facts:
     support: full
+    description: Sets the host fact C(nvidia_gpu_info).
 author:
-  - onprem.triton contributors
+  - onprem.triton contributors (@onprem-triton)
 notes:
   - MIG states are normalised to V(enabled), V(disabled) or V(unsupported) (GPUs without MIG).
   - C(memory_total_mib) is the total framebuffer memory in MiB as the driver reports it.

@@ -64,9 +64,10 @@ def test_parse_several_gpus_sorted_with_mig_states_and_na():
 
 
 def test_parse_name_with_comma_survives():
-    gpus, _ = nvidia.parse_query_csv("0, GPU-a, Odd, Name, 1024, 7.5, Disabled, 0000:01:00.0, 550.1\n")
+    gpus, driver = nvidia.parse_query_csv("0, GPU-a, Odd, Name, 1024, 7.5, Disabled, 0000:01:00.0, 550.1\n")
     assert gpus[0]["name"] == "Odd, Name"
     assert gpus[0]["memory_total_mib"] == 1024
+    assert driver == "550.1"
 
 
 def test_parse_empty_output_is_no_gpu():
