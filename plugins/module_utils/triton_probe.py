@@ -7,7 +7,7 @@ TritonProbe hides which protocol is used (tritonclient HTTP or gRPC for the
 health, model and repository APIs; gRPC streaming, or HTTP generate /
 generate_stream, for generation) and turns every failure into a ProbeError
 whose `kind` says what went wrong (connection_refused, tls, timeout,
-unknown_model, bad_request, server_error).
+forbidden, unknown_model, bad_request, server_error).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -80,6 +80,8 @@ def classify(error, where=""):
         lowered = text.lower()
         if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
             return ProbeError("tls", prefix + "TLS failure: " + _first_line(text))
+        if "restricted" in lowered or "PERMISSION_DENIED" in status or "UNAUTHENTICATED" in status:
+            return ProbeError("forbidden", prefix + "refused by the server: " + _first_line(text))
         if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered or "timed out" in lowered:
             return ProbeError("timeout", prefix + "timed out: " + _first_line(text))
         if "connection refused" in lowered or "failed to connect" in lowered or "UNAVAILABLE" in status:
@@ -101,6 +103,8 @@ def classify(error, where=""):
             return ProbeError("unknown_model", prefix + body)
         # Triton answers inputs it cannot parse with a 500 ("Unable to parse ..."), a request the
         # model refuses with a 400: both are wrong inputs, not a broken server.
+        if error.code in (401, 403) or "restricted" in body.lower():
+            return ProbeError("forbidden", prefix + "refused by the server (%s): %s" % (error.code, _first_line(body)))
         if error.code == 400 or body.startswith("Unable to parse"):
             return ProbeError("bad_request", prefix + "request refused (%s): %s" % (error.code, _first_line(body)))
         return ProbeError("server_error", prefix + "HTTP %s: %s" % (error.code, _first_line(body)))
@@ -385,14 +389,24 @@ class TritonProbe:
         except Exception as error:  # pylint: disable=broad-except
             raise classify(error, "generate on %s" % name)
         finally:
-            try:
-                client.stop_stream(cancel_requests=True)
-            except TypeError:  # older tritonclient without cancel_requests
-                client.stop_stream()
-            except Exception:  # pylint: disable=broad-except
-                pass
-            client.close()
+            self._close_stream(client, cancel=generation.latency_s is None)
         return generation
+
+    @staticmethod
+    def _close_stream(client, cancel):
+        """Ends the stream; cancels the request only when it did not finish
+        (a timeout or an error), so the server stops generating for nobody."""
+        try:
+            if cancel:
+                try:
+                    client.stop_stream(cancel_requests=True)
+                except TypeError:  # tritonclient older than 2.45 cannot cancel
+                    client.stop_stream()
+            else:
+                client.stop_stream()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        client.close()
 
     def _http_generate(self, name, version, values, stream):
         scheme = "https" if self.tls else "http"

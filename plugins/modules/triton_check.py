@@ -72,6 +72,8 @@ options:
     description:
       - HTTP headers or gRPC metadata sent with every request (for example an authorization
         header of a gateway, or Triton's restricted-API header). Values are kept out of the logs.
+      - Triton expects the header of C(--grpc-restricted-protocol=<apis>:<key>=<value>) as
+        C(triton-grpc-protocol-<key>), the one of C(--http-restricted-api) as C(<key>).
     type: dict
     default: {}
   models:
@@ -407,7 +409,8 @@ failures:
   sample: ["model broken failed to load: RuntimeError: engine crashed"]
 error_kind:
   description: Class of the first failure talking to the server
-    (connection_refused, tls, timeout, unknown_model, bad_request, server_error, not_loaded, load_failed, check).
+    (connection_refused, tls, timeout, forbidden, unknown_model, bad_request, server_error, not_loaded,
+    load_failed, loading, not_live, server_not_ready, check).
   returned: on failure
   type: str
   sample: connection_refused
@@ -439,7 +442,7 @@ from ansible_collections.onprem.triton.plugins.module_utils.triton_probe import 
 _INITIAL_DELAY_S = 0.5
 _MAX_DELAY_S = 10.0
 # Failures that waiting cannot fix: stop at once.
-_TERMINAL_KINDS = ("tls", "unknown_model", "load_failed", "not_loaded")
+_TERMINAL_KINDS = ("tls", "forbidden", "unknown_model", "load_failed", "not_loaded")
 
 
 class TritonCheck:

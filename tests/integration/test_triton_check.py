@@ -241,3 +241,41 @@ def test_through_ansible_by_fqcn_in_check_mode(server, tmp_path):
     assert [m["generation"]["text"] for m in result["models"]] == [
         " the quick brown fox the quick brown fox the quick brown fox the quick brown fox the quick brown fox "
         "the quick brown fox the quick brown fox the quick brown fox", " the quick brown fox" * 8]
+
+
+def _make_certs(folder):
+    """A CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=onprem-triton test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "san.cnf")
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+def test_grpc_over_tls_with_a_restricting_header(tmp_path):
+    ca_cert, server_cert, server_key = _make_certs(tmp_path)
+    repo = tmp_path / "repo"
+    write_vllm_model(repo, "demo")
+    restricted = "health,metadata,model-config,model-repository,inference:x-onprem-token=s3cret"
+    srv = TritonServer(repo, http_port=18026, grpc_port=18027, metrics_port=18028, load_models=["demo"],
+                       extra_args=["--grpc-use-ssl=true", f"--grpc-server-cert={server_cert}",
+                                   f"--grpc-server-key={server_key}", f"--grpc-restricted-protocol={restricted}"])
+    base = {"url": srv.grpc_url, "protocol": "grpc", "tls": True, "models": [{"name": "demo"}], "prompt": PROMPT,
+            "sampling_parameters": {"max_tokens": 2}, "wait_timeout": 5}
+    with srv:
+        # Triton checks the header of a restricted gRPC protocol under this prefixed name.
+        header = {"triton-grpc-protocol-x-onprem-token": "s3cret"}
+        passed = run_module(tmp_path, ca_cert=str(ca_cert), headers=header, **base)
+        no_header = run_module(tmp_path, ca_cert=str(ca_cert), **base)
+        untrusted = run_module(tmp_path, headers=header, **base)
+    srv.cleanup()
+    assert not passed.get("failed"), passed["msg"]
+    assert passed["models"][0]["generation"]["text"] == " the quick"
+    assert no_header["failed"] and no_header["error_kind"] == "forbidden" and no_header["attempts"] == 1
+    assert "This protocol is restricted" in no_header["msg"]
+    assert untrusted["failed"] and untrusted["error_kind"] == "tls", untrusted["msg"]

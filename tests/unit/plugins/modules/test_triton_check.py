@@ -94,6 +94,8 @@ def test_model_without_text_input_cannot_generate():
     (InferenceServerException("unexpected inference input 'y'", status="StatusCode.INVALID_ARGUMENT"),
      "bad_request"),
     (InferenceServerException("boom", status="StatusCode.INTERNAL"), "server_error"),
+    (InferenceServerException("This protocol is restricted, expecting header 'triton-grpc-protocol-k'",
+                              status="StatusCode.UNAVAILABLE"), "forbidden"),
 ])
 def test_classify(error, kind):
     assert triton_probe.classify(error, "where").kind == kind
@@ -108,6 +110,7 @@ def _http_error(code, body):
     (400, 'data: {"error":"Error generating stream: bad"}\n\n', "bad_request", "request refused (400): Error"),
     (500, '{"error":"Unable to parse \'data\'"}', "bad_request", "request refused (500)"),
     (503, 'not json', "server_error", "HTTP 503"),
+    (403, '{"error":"This API is restricted, expecting header \'k\'"}', "forbidden", "refused by the server (403)"),
 ])
 def test_classify_http_errors_reads_the_body(code, body, kind, text):
     error = triton_probe.classify(_http_error(code, body))
