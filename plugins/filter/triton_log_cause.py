@@ -19,7 +19,7 @@ description:
     an C(E) log line, C(ERROR:) of the container banner or docker's own errors."
   - Causes, in the order tried on the failing models' reasons then on the error lines -
     C(hf_unauthorized), C(hf_offline), C(cuda_oom), C(driver_too_old), C(shm_too_small),
-    C(wrong_backend), C(gpu_runtime_missing), C(image_missing), C(model_not_found), C(bad_config);
+    C(wrong_backend), C(gpu_runtime_missing), C(ulimit_denied), C(image_missing), C(model_not_found), C(bad_config);
     otherwise C(unknown).
 positional: _input
 options:
@@ -97,6 +97,10 @@ _CAUSES = (
      r"nvidia-container-cli: initialization error",
      "docker cannot give the container GPUs: run the nvidia_container_toolkit role (CDI spec or runtime), "
      "or check triton_server_gpu_mode"),
+    ("ulimit_denied",
+     r"error setting rlimits?",
+     "docker may not raise the container's limits (--ulimit memlock=-1 needs CAP_SYS_RESOURCE for dockerd): "
+     "fix the host or adjust triton_server_ulimits"),
     ("image_missing",
      r"Unable to find image|pull access denied|manifest unknown|No such image|unauthorized: authentication required",
      "the image is neither local nor pullable: check the tag/digest, the registry login or the air-gapped tarball"),
@@ -118,7 +122,8 @@ _GENERIC_ERROR = re.compile(
 # tritonserver's info and warning lines; never a cause on their own.
 _INFO_OR_WARNING = re.compile(r"^[IW]\d{4} ")
 # Lines tritonserver logs as errors on every start without a GPU; not a cause.
-_BENIGN_ERRORS = re.compile(r"CudaDriverHelper has not been initialized|Failed to initialize NVML$")
+# The unit's ExecStartPre removing a container that is not there is not one either.
+_BENIGN_ERRORS = re.compile(r"CudaDriverHelper has not been initialized|Failed to initialize NVML$|^Error: No such container:")
 
 
 def _parse_last_table(lines):

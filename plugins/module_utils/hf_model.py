@@ -47,6 +47,7 @@ VERSIONS_DIR = ".versions"
 STAGING_DIR = ".staging"
 MANIFEST_FORMAT = 1
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+VERSION_RE = re.compile(r"^[0-9a-f]{40}-[0-9a-f]{8}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CHUNK = 1024 * 1024
 
@@ -204,9 +205,18 @@ def tree_size(root):
     return total
 
 
+def version_key(commit_sha, paths):
+    """Names one copy: the commit plus the file selection (patterns may change on the same commit)."""
+    selection = hashlib.sha1("\n".join(sorted(paths)).encode("utf-8")).hexdigest()[:8]
+    return "%s-%s" % (commit_sha, selection)
+
+
+def manifest_version(manifest):
+    return version_key(manifest["commit_sha"], [f["path"] for f in manifest.get("files", [])])
+
+
 def manifest_matches(manifest, commit_sha, paths):
-    return (manifest is not None and manifest.get("commit_sha") == commit_sha
-            and sorted(f["path"] for f in manifest.get("files", [])) == sorted(paths))
+    return manifest is not None and manifest_version(manifest) == version_key(commit_sha, paths)
 
 
 def quick_check(root, manifest):
@@ -270,6 +280,8 @@ class ModelSync(object):
             raise SyncError("models_dir %r must be an absolute path" % self.models_dir)
         if self.p.get("commit_sha") and not COMMIT_RE.match(self.p["commit_sha"]):
             raise SyncError("commit_sha %r is not a 40-character commit id" % self.p["commit_sha"])
+        if self.p.get("version") and not VERSION_RE.match(self.p["version"]):
+            raise SyncError("version %r is not <commit>-<selection> as returned by a download" % self.p["version"])
         if os.path.lexists(self.link) and not os.path.islink(self.link):
             raise SyncError("%s exists and is not managed by hf_model (expected a symlink to %s/); "
                             "move it away first" % (self.link, VERSIONS_DIR))
@@ -280,18 +292,31 @@ class ModelSync(object):
             return None
         return read_manifest(os.path.realpath(self.link))
 
-    def version_dir(self, commit_sha):
-        return os.path.join(self.versions, "%s@%s" % (self.name, commit_sha))
+    def version_dir(self, version):
+        return os.path.join(self.versions, "%s@%s" % (self.name, version))
 
-    def staging_dir(self, commit_sha):
-        return os.path.join(self.staging_root, "%s@%s" % (self.name, commit_sha))
+    def staging_dir(self, key):
+        """Downloads stage per commit (a changed selection reuses them); receivers per version."""
+        return os.path.join(self.staging_root, "%s@%s" % (self.name, key))
+
+    def wanted_version(self):
+        """For receivers: the version sent by the controller (older callers pass only the commit)."""
+        return self.p.get("version") or None
+
+    def is_current(self, current):
+        if current is None or current.get("commit_sha") != self.p["commit_sha"]:
+            return False
+        if self.wanted_version() and manifest_version(current) != self.wanted_version():
+            return False
+        return quick_check(os.path.realpath(self.link), current)
 
     def result(self, manifest, changed, bytes_downloaded=0, msg=""):
         return {
             "changed": changed,
             "name": self.name,
             "path": self.link,
-            "version_path": self.version_dir(manifest["commit_sha"]),
+            "version": manifest_version(manifest),
+            "version_path": self.version_dir(manifest_version(manifest)),
             "repo_id": manifest.get("repo_id"),
             "revision": manifest.get("revision"),
             "commit_sha": manifest["commit_sha"],
@@ -335,9 +360,8 @@ class ModelSync(object):
         """For receivers: is a transfer of commit_sha needed, and is there room for it."""
         commit_sha = self.p["commit_sha"]
         current = self.current()
-        needed = not (current and current.get("commit_sha") == commit_sha
-                      and quick_check(os.path.realpath(self.link), current))
-        staging = self.staging_dir(commit_sha)
+        needed = not self.is_current(current)
+        staging = self.staging_dir(self.wanted_version() or commit_sha)
         if needed:
             probe = self.models_dir if os.path.isdir(self.models_dir) else os.path.dirname(self.models_dir)
             already = tree_size(staging) if os.path.isdir(staging) else 0
@@ -398,16 +422,17 @@ class ModelSync(object):
         """For receivers: verify a staged copy (sent by the controller) and switch to it."""
         commit_sha = self.p["commit_sha"]
         current = self.current()
-        if current and current.get("commit_sha") == commit_sha and quick_check(os.path.realpath(self.link), current):
+        staging = self.staging_dir(self.wanted_version() or commit_sha)
+        if self.is_current(current):
             if not self.check_mode:
-                self.remove(self.staging_dir(commit_sha))
+                self.remove(staging)
             return self.result(current, False, msg="%s is at %s already" % (self.name, commit_sha))
-        staging = self.staging_dir(commit_sha)
         manifest = read_manifest(staging)
         if self.check_mode:
             planned = manifest or {"commit_sha": commit_sha, "files": [], "total_bytes": 0}
             return self.result(planned, True, msg="would install %s" % commit_sha)
-        if manifest is None or manifest.get("commit_sha") != commit_sha:
+        if (manifest is None or manifest.get("commit_sha") != commit_sha
+                or (self.wanted_version() and manifest_version(manifest) != self.wanted_version())):
             raise SyncError("no staged copy of %s@%s with its manifest in %s; the transfer did not complete"
                             % (self.name, commit_sha, staging))
         self.ensure_dirs()
@@ -494,7 +519,7 @@ class ModelSync(object):
 
     def switch(self, staging, manifest):
         """rename staging -> .versions/<name>@<sha>, then swap the symlink in one rename."""
-        target = self.version_dir(manifest["commit_sha"])
+        target = self.version_dir(manifest_version(manifest))
         if os.path.isdir(target):
             if os.path.realpath(self.link) == os.path.realpath(target):
                 raise SyncError("internal: refusing to replace the copy being served")

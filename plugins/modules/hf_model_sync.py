@@ -83,6 +83,11 @@ options:
   commit_sha:
     description: Commit to plan for or install, for O(operation=plan) and O(operation=install).
     type: str
+  version:
+    description:
+      - RV(version) of the copy made by the downloading host (commit and file selection), for O(operation=plan)
+        and O(operation=install), so that a changed selection on the same commit is sent again.
+    type: str
   total_bytes:
     description: Size of the commit's files, for the free-space check of O(operation=plan).
     type: int
@@ -127,11 +132,16 @@ path:
   returned: always
   type: str
   sample: /opt/models/llama-3.1-8b-instruct
+version:
+  description: Identity of the copy, C(<commit>-<8 hex of the file selection>).
+  returned: when operation is download or install
+  type: str
+  sample: 0e9e39f249a16976918f6564b8830bc894c89659-1b2c3d4e
 version_path:
   description: Directory of the copy the symlink points to.
   returned: when operation is download or install
   type: str
-  sample: /opt/models/.versions/llama-3.1-8b-instruct@0e9e39f249a16976918f6564b8830bc894c89659
+  sample: /opt/models/.versions/llama-3.1-8b-instruct@0e9e39f249a16976918f6564b8830bc894c89659-1b2c3d4e
 commit_sha:
   description: Commit the revision resolved to.
   returned: always
@@ -183,7 +193,7 @@ staging_path:
   description: Where a transfer must put the copy (same filesystem as O(models_dir)).
   returned: when operation is plan
   type: str
-  sample: /opt/models/.staging/llama-3.1-8b-instruct@0e9e39f249a16976918f6564b8830bc894c89659
+  sample: /opt/models/.staging/llama-3.1-8b-instruct@0e9e39f249a16976918f6564b8830bc894c89659-1b2c3d4e
 current_commit_sha:
   description: Commit installed before this run, if any.
   returned: when operation is plan
@@ -216,6 +226,7 @@ ARGUMENT_SPEC = dict(
     endpoint=dict(type="str"),
     offline=dict(type="bool", default=False),
     commit_sha=dict(type="str"),
+    version=dict(type="str"),
     total_bytes=dict(type="int", default=0),
     min_free_bytes=dict(type="int", default=1073741824),
     keep_versions=dict(type="int", default=1),

@@ -24,7 +24,8 @@ def test_service_is_active_and_enabled(host):
 def test_ports_listen_on_the_configured_address_only(host):
     for port in PORTS.values():
         listening = host.check_output(f"ss -Htln 'sport = :{port}'").splitlines()
-        addresses = {line.split()[3].rsplit(":", 1)[0] for line in listening}
+        # gRPC listens on an IPv6 socket bound to the IPv4-mapped loopback: the same address
+        addresses = {line.split()[3].rsplit(":", 1)[0].strip("[]").replace("::ffff:", "") for line in listening}
         assert addresses == {"127.0.0.1"}, (port, listening)
 
 
@@ -48,7 +49,7 @@ def test_hf_token_is_absent_from_unit_processes_and_journal(host):
 def test_unit_carries_the_server_flags(host):
     unit = host.check_output(f"systemctl cat {UNIT}")
     for flag in ("--model-control-mode=explicit", "--load-model=demo", "--strict-readiness=true",
-                 "--exit-on-error=true", "--exit-timeout-secs=5", "--shm-size 1g", "--ulimit memlock=-1",
+                 "--exit-on-error=true", "--exit-timeout-secs=5", "--shm-size 1g", "--ulimit memlock=8388608",
                  "--ulimit stack=67108864", "--http-address=127.0.0.1 --http-port=18400",
                  "--model-repository=/srv/triton/repository/current",
                  "source=/srv/triton/repository,target=/srv/triton/repository,readonly",
@@ -80,7 +81,8 @@ def test_last_good_configuration_is_kept(host):
 def _gate():
     """The rollout gate itself (onprem.triton.triton_check), run from the controller."""
     args = json.dumps({"url": f"127.0.0.1:{PORTS['grpc']}", "protocol": "grpc", "models": [{"name": "demo"}],
-                       "prompt": "the quick brown fox", "expected_substring": "quick", "wait_timeout": 60})
+                       "prompt": "the quick brown fox", "expected_substring": "quick", "wait_timeout": 60,
+                       "headers": {"triton-grpc-protocol-triton-repository-key": REPO_KEY}})
     return subprocess.run(["ansible", "localhost", "-m", "onprem.triton.triton_check", "-a", args],
                           capture_output=True, text=True, env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default"),
                           check=False)

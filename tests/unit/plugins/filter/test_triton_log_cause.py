@@ -21,6 +21,7 @@ def _log(name):
         ("hf_401.log", "hf_unauthorized", ["m"], "401 Client Error"),
         ("cuda_oom.log", "cuda_oom", ["m"], "CUDA out of memory"),
         ("driver_too_old.log", "driver_too_old", [], "built for NVIDIA Driver Release 590.44"),
+        ("docker_rlimit.log", "ulimit_denied", [], "docker: Error response from daemon: failed to create shim task"),
     ],
 )
 def test_real_logs_are_classified(log_name, cause, failed, error_fragment):

@@ -83,7 +83,8 @@ def hub():
 def params(models_dir, **extra):
     base = {"name": "tiny", "models_dir": str(models_dir), "operation": "download", "repo_id": "o/tiny",
             "revision": "main", "allow_patterns": None, "ignore_patterns": ["original/*"], "token": "hf_secret",
-            "endpoint": None, "offline": False, "commit_sha": None, "total_bytes": 0, "min_free_bytes": 0,
+            "endpoint": None, "offline": False, "commit_sha": None, "version": None, "total_bytes": 0,
+            "min_free_bytes": 0,
             "keep_versions": 1}
     base.update(extra)
     return base
@@ -137,7 +138,8 @@ def test_first_sync_downloads_verifies_and_links(hub, tmp_path):
     assert sorted(hub.fetched) == ["config.json", "model.safetensors"]
     assert result["bytes_downloaded"] == result["total_bytes"] == 4096 + 8
     link = tmp_path / "tiny"
-    assert os.readlink(str(link)) == ".versions/tiny@" + COMMIT_A
+    assert os.readlink(str(link)) == ".versions/tiny@" + result["version"]
+    assert result["version"].startswith(COMMIT_A + "-")
     manifest = json.loads((link / hf.MANIFEST_NAME).read_text())
     assert manifest["commit_sha"] == COMMIT_A and "hf_secret" not in json.dumps(manifest)
     assert manifest["files"][1]["sha256"] == hashlib.sha256(FILES_A["model.safetensors"]).hexdigest()
@@ -150,6 +152,15 @@ def test_unchanged_rerun_downloads_nothing(hub, tmp_path):
     hub.fetched = []
     result = sync(hub, tmp_path)
     assert not result["changed"] and result["bytes_downloaded"] == 0 and hub.fetched == []
+
+
+def test_changed_selection_on_the_same_commit_syncs_again(hub, tmp_path):
+    first = sync(hub, tmp_path)
+    second = sync(hub, tmp_path, ignore_patterns=None)
+    assert second["changed"] and second["commit_sha"] == first["commit_sha"]
+    assert second["version"] != first["version"] and "original/x.pth" in second["files"]
+    assert (tmp_path / "tiny" / "original" / "x.pth").read_bytes() == FILES_A["original/x.pth"]
+    assert not sync(hub, tmp_path, ignore_patterns=None)["changed"]
 
 
 def test_pinned_commit_needs_no_hub_call(hub, tmp_path):
@@ -171,10 +182,10 @@ def test_new_revision_switches_and_keeps_one_previous(hub, tmp_path):
     result = sync(hub, tmp_path, revision="next")
     assert result["changed"] and result["commit_sha"] == COMMIT_B
     assert (tmp_path / "tiny" / "model.safetensors").read_bytes() == FILES_B["model.safetensors"]
-    assert sorted(os.listdir(str(tmp_path / ".versions"))) == ["tiny@" + COMMIT_A, "tiny@" + COMMIT_B]
+    assert [d[5:45] for d in sorted(os.listdir(str(tmp_path / ".versions")))] == [COMMIT_A, COMMIT_B]
     hub.add("main", "c" * 40, FILES_A)
     sync(hub, tmp_path)
-    assert sorted(os.listdir(str(tmp_path / ".versions"))) == ["tiny@" + COMMIT_B, "tiny@" + "c" * 40]
+    assert [d[5:45] for d in sorted(os.listdir(str(tmp_path / ".versions")))] == [COMMIT_B, "c" * 40]
 
 
 def test_corrupt_download_keeps_the_served_copy(hub, tmp_path):
@@ -182,7 +193,7 @@ def test_corrupt_download_keeps_the_served_copy(hub, tmp_path):
     hub.corrupt.add("model.safetensors")
     with pytest.raises(hf.SyncError, match="sha256"):
         sync(hub, tmp_path, revision="next")
-    assert os.readlink(str(tmp_path / "tiny")) == ".versions/tiny@" + COMMIT_A
+    assert os.readlink(str(tmp_path / "tiny")).startswith(".versions/tiny@" + COMMIT_A)
     assert (tmp_path / "tiny" / "model.safetensors").read_bytes() == FILES_A["model.safetensors"]
     assert not (tmp_path / ".staging" / ("tiny@" + COMMIT_B) / "model.safetensors").exists()
     hub.corrupt.clear()
@@ -230,15 +241,19 @@ def test_plan_and_install_for_receivers(hub, tmp_path):
     source = tmp_path / "controller"
     host = tmp_path / "host"
     sent = sync(hub, source)
-    plan = hf.ModelSync(params(host, operation="plan", commit_sha=COMMIT_A, total_bytes=sent["total_bytes"])).run()
+    plan = hf.ModelSync(params(host, operation="plan", commit_sha=COMMIT_A, version=sent["version"],
+                               total_bytes=sent["total_bytes"])).run()
     assert plan["needed"] and not plan["changed"]
     os.makedirs(os.path.dirname(plan["staging_path"]))
     shutil.copytree(sent["version_path"], plan["staging_path"])
-    installed = hf.ModelSync(params(host, operation="install", commit_sha=COMMIT_A)).run()
+    installed = hf.ModelSync(params(host, operation="install", commit_sha=COMMIT_A, version=sent["version"])).run()
     assert installed["changed"] and installed["files"] == sent["files"]
-    again = hf.ModelSync(params(host, operation="plan", commit_sha=COMMIT_A)).run()
+    again = hf.ModelSync(params(host, operation="plan", commit_sha=COMMIT_A, version=sent["version"])).run()
     assert not again["needed"]
-    assert not hf.ModelSync(params(host, operation="install", commit_sha=COMMIT_A)).run()["changed"]
+    assert not hf.ModelSync(params(host, operation="install", commit_sha=COMMIT_A,
+                                   version=sent["version"])).run()["changed"]
+    other = hf.version_key(COMMIT_A, ["config.json"])
+    assert hf.ModelSync(params(host, operation="plan", commit_sha=COMMIT_A, version=other)).run()["needed"]
 
 
 def test_install_rejects_a_tampered_transfer(hub, tmp_path):
