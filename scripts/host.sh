@@ -18,6 +18,7 @@ host_prerequisites() {
   command -v dockerd >/dev/null || missing+=(docker.io)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v shellcheck >/dev/null || missing+=(shellcheck)
+  command -v rsync >/dev/null || missing+=(rsync)
   if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null || return 1

@@ -56,7 +56,8 @@ trap stop_dockerd EXIT
 
 # --- stages ----------------------------------------------------------------
 images() {
-  tests/images/build_base_image.sh
+  tests/images/build_base_image.sh || return 1
+  tests/images/build_triton_image.sh || return 1
 }
 
 lint() {
