@@ -1,0 +1,470 @@
+# -*- coding: utf-8 -*-
+# Copyright: onprem.triton contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Talking to a Triton Inference Server for onprem.triton.triton_check.
+
+TritonProbe hides which protocol is used (tritonclient HTTP or gRPC for the
+health, model and repository APIs; gRPC streaming, or HTTP generate /
+generate_stream, for generation) and turns every failure into a ProbeError
+whose `kind` says what went wrong (connection_refused, tls, timeout,
+forbidden, unknown_model, bad_request, server_error).
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import queue
+import socket
+import ssl
+import time
+
+from ansible.module_utils.six.moves.urllib import request as urllib_request
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.urls import open_url
+
+TRITONCLIENT_IMPORT_ERROR = None
+try:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+except ImportError as import_error:  # the module reports it with missing_required_lib
+    TRITONCLIENT_IMPORT_ERROR = import_error
+    np = grpcclient = httpclient = None
+
+    class InferenceServerException(Exception):
+        """Placeholder so `except` clauses stay valid without tritonclient."""
+
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+# Triton is reached directly (like tritonclient does), never through a proxy.
+_PLAIN_OPENER = urllib_request.build_opener(urllib_request.ProxyHandler({}))
+
+# Triton config data types -> (tritonclient datatype, numpy dtype name).
+_DATATYPES = {
+    "TYPE_STRING": ("BYTES", "object"),
+    "TYPE_BOOL": ("BOOL", "bool"),
+    "TYPE_INT32": ("INT32", "int32"),
+    "TYPE_INT64": ("INT64", "int64"),
+    "TYPE_UINT32": ("UINT32", "uint32"),
+    "TYPE_UINT64": ("UINT64", "uint64"),
+    "TYPE_FP16": ("FP16", "float16"),
+    "TYPE_FP32": ("FP32", "float32"),
+    "TYPE_FP64": ("FP64", "float64"),
+}
+
+
+class ProbeError(Exception):
+    """A failure talking to Triton, classified by `kind`."""
+
+    def __init__(self, kind, message):
+        super(ProbeError, self).__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _first_line(text):
+    return str(text).strip().splitlines()[0] if str(text).strip() else str(text)
+
+
+def classify(error, where=""):
+    """A ProbeError for any exception raised by tritonclient, urllib or sockets."""
+    if isinstance(error, ProbeError):
+        return error
+    prefix = where + ": " if where else ""
+    text = str(error)
+    if isinstance(error, InferenceServerException):
+        status = str(error.status() or "")
+        text = error.message() or text
+        lowered = text.lower()
+        if "ssl" in lowered or "handshake" in lowered or "certificate" in lowered or "tls" in lowered:
+            return ProbeError("tls", prefix + "TLS failure: " + _first_line(text))
+        if "restricted" in lowered or "PERMISSION_DENIED" in status or "UNAUTHENTICATED" in status:
+            return ProbeError("forbidden", prefix + "refused by the server: " + _first_line(text))
+        if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in lowered or "timed out" in lowered:
+            return ProbeError("timeout", prefix + "timed out: " + _first_line(text))
+        if "connection refused" in lowered or "failed to connect" in lowered or "UNAVAILABLE" in status:
+            return ProbeError("connection_refused", prefix + "connection refused: " + _first_line(text))
+        if "unknown model" in lowered or "not found" in lowered:
+            return ProbeError("unknown_model", prefix + _first_line(text))
+        if status in ("400", "StatusCode.INVALID_ARGUMENT"):
+            return ProbeError("bad_request", prefix + "request refused (400): " + _first_line(text))
+        return ProbeError("server_error", prefix + _first_line(text))
+    if isinstance(error, HTTPError):
+        body = ""
+        try:
+            # generate_stream sends its error as an event: `data: {"error": ...}`
+            raw = error.read().decode("utf-8").strip()
+            body = json.loads(raw[len("data:"):] if raw.startswith("data:") else raw).get("error", "")
+        except Exception:  # pylint: disable=broad-except
+            body = str(error.reason)
+        if "unknown model" in body.lower():
+            return ProbeError("unknown_model", prefix + body)
+        # Triton answers inputs it cannot parse with a 500 ("Unable to parse ..."), a request the
+        # model refuses with a 400: both are wrong inputs, not a broken server.
+        if error.code in (401, 403) or "restricted" in body.lower():
+            return ProbeError("forbidden", prefix + "refused by the server (%s): %s" % (error.code, _first_line(body)))
+        if error.code == 400 or body.startswith("Unable to parse"):
+            return ProbeError("bad_request", prefix + "request refused (%s): %s" % (error.code, _first_line(body)))
+        return ProbeError("server_error", prefix + "HTTP %s: %s" % (error.code, _first_line(body)))
+    reason = getattr(error, "reason", error) if isinstance(error, URLError) else error
+    if isinstance(reason, ssl.SSLError) or "ssl" in text.lower() or "certificate" in text.lower():
+        return ProbeError("tls", prefix + "TLS failure: " + _first_line(str(reason)))
+    if isinstance(reason, (socket.timeout, TimeoutError)) or "timed out" in text.lower():
+        return ProbeError("timeout", prefix + "timed out: " + _first_line(str(reason)))
+    if isinstance(reason, ConnectionRefusedError) or "refused" in text.lower():
+        return ProbeError("connection_refused", prefix + "connection refused: " + _first_line(str(reason)))
+    if isinstance(reason, (OSError, EOFError)):
+        return ProbeError("connection_refused", prefix + "connection failed: " + _first_line(str(reason)))
+    return ProbeError("server_error", prefix + _first_line(text))
+
+
+def percentile(values, fraction):
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, int(-(-fraction * len(ordered) // 1)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def build_request_values(config, prompt, sampling_parameters, stream, extra_inputs):
+    """The input values a generation request sends, chosen from the inputs the
+    model declares: the vLLM backend's text_input / stream /
+    sampling_parameters (JSON) / exclude_input_in_output /
+    return_num_output_tokens, the TensorRT-LLM ensemble's separate sampling
+    tensors (max_tokens, temperature, ...) and the LLM API's `streaming` /
+    `sampling_param_*`. `extra_inputs` is sent as given."""
+    declared = set(spec["name"] for spec in config.get("input", []))
+    if "text_input" not in declared:
+        raise ProbeError("bad_request", "model '%s' declares no text_input input, so it cannot be asked to "
+                         "generate (set generate: false for it)" % config.get("name"))
+    values = {"text_input": prompt}
+    if "stream" in declared:
+        values["stream"] = bool(stream)
+    if "streaming" in declared:
+        values["streaming"] = bool(stream)
+    if "sampling_parameters" in declared:
+        values["sampling_parameters"] = json.dumps(sampling_parameters, sort_keys=True)
+    if "exclude_input_in_output" in declared:
+        values["exclude_input_in_output"] = True
+    if "return_num_output_tokens" in declared:
+        values["return_num_output_tokens"] = True
+    for key, value in sampling_parameters.items():
+        for name in (key, "sampling_param_" + key):
+            if name in declared and name not in values:
+                values[name] = value
+    values.update(extra_inputs or {})
+    return values
+
+
+def _tensor_spec(config, name, value):
+    """(datatype, numpy dtype, shape) of one input, from the model config."""
+    spec = dict((s["name"], s) for s in config.get("input", [])).get(name)
+    if spec is None:  # not declared: let Triton refuse it with its own message
+        datatype = "BYTES" if isinstance(value, str) else "BOOL" if isinstance(value, bool) else \
+            "INT64" if isinstance(value, int) else "FP32"
+        return datatype, _DATATYPES["TYPE_" + {"BYTES": "STRING"}.get(datatype, datatype)][1], [1]
+    datatype, dtype = _DATATYPES.get(spec.get("data_type", "TYPE_STRING"), ("BYTES", "object"))
+    dims = [1 if int(d) < 0 else int(d) for d in spec.get("dims", [1])] or [1]
+    if int(config.get("max_batch_size", 0) or 0) > 0:
+        dims = [1] + dims
+    return datatype, dtype, dims
+
+
+class Generation:
+    """What one generation request produced, and how long it took."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.chunks = []
+        self.responses = 0
+        self.reported_tokens = None
+        self.ttft_s = None
+        self.latency_s = None
+
+    @property
+    def text(self):
+        return "".join(self.chunks)
+
+    def add(self, text, num_output_tokens, started):
+        self.responses += 1
+        if text:
+            if self.ttft_s is None:
+                self.ttft_s = time.monotonic() - started
+            self.chunks.append(text)
+        if num_output_tokens is not None:
+            self.reported_tokens = (self.reported_tokens or 0) + int(num_output_tokens)
+
+    def output_tokens(self):
+        """(count, source): the server's num_output_tokens when the model
+        returns it, else one token per streamed response, else words."""
+        if self.reported_tokens is not None:
+            return self.reported_tokens, "num_output_tokens"
+        if self.endpoint in ("grpc_stream", "generate_stream") and len([c for c in self.chunks if c]) > 1:
+            return len([c for c in self.chunks if c]), "stream_responses"
+        return len(self.text.split()), "words"
+
+    def as_dict(self):
+        tokens, source = self.output_tokens()
+        latency = self.latency_s or 0.0
+        return {
+            "endpoint": self.endpoint,
+            "text": self.text,
+            "length": len(self.text),
+            "responses": self.responses,
+            "output_tokens": tokens,
+            "output_tokens_source": source,
+            "ttft_ms": round(1000.0 * (self.ttft_s if self.ttft_s is not None else latency), 3),
+            "latency_ms": round(1000.0 * latency, 3),
+            "output_tokens_per_second": round(tokens / latency, 3) if latency > 0 else None,
+        }
+
+
+def _decode_text(array):
+    if array is None:
+        return ""
+    items = array.reshape(-1).tolist()
+    return "".join(i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in items)
+
+
+class TritonProbe:
+    """One Triton server, over HTTP or gRPC, with optional TLS and headers."""
+
+    def __init__(self, url=None, protocol="http", headers=None, tls=False, ca_cert=None, client_cert=None,
+                 client_key=None, validate_certs=True, request_timeout=60.0):
+        self.protocol = protocol
+        self.url = (url or "127.0.0.1:%d" % DEFAULT_PORTS[protocol])
+        for scheme in ("https://", "http://", "grpcs://", "grpc://"):
+            if self.url.startswith(scheme):
+                tls = tls or scheme in ("https://", "grpcs://")
+                self.url = self.url[len(scheme):]
+        self.url = self.url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.tls = tls
+        self.ca_cert, self.client_cert, self.client_key = ca_cert, client_cert, client_key
+        self.validate_certs = validate_certs
+        self.request_timeout = float(request_timeout)
+        self._client = None
+
+    # -- tritonclient ------------------------------------------------------
+    def client(self):
+        if self._client is None:
+            self._client = self.new_client()
+        return self._client
+
+    def new_client(self):
+        if self.protocol == "grpc":
+            return grpcclient.InferenceServerClient(
+                self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
+                certificate_chain=self.client_cert)
+        ssl_options = {}
+        if self.ca_cert:
+            ssl_options["ca_certs"] = self.ca_cert
+        if self.client_cert:
+            ssl_options["certfile"] = self.client_cert
+        if self.client_key:
+            ssl_options["keyfile"] = self.client_key
+        return httpclient.InferenceServerClient(
+            self.url, ssl=self.tls, ssl_options=ssl_options or None, insecure=not self.validate_certs,
+            connection_timeout=self.request_timeout, network_timeout=self.request_timeout)
+
+    def close(self):
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # pylint: disable=broad-except
+                pass
+            self._client = None
+
+    def _call(self, what, method, *args, **kwargs):
+        kwargs["headers"] = self.headers
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = self.request_timeout
+        try:
+            return getattr(self.client(), method)(*args, **kwargs)
+        except Exception as error:  # pylint: disable=broad-except
+            # A broken connection leaves the HTTP client unusable: start afresh next time.
+            self.close()
+            raise classify(error, what)
+
+    def server_live(self):
+        return bool(self._call("server live", "is_server_live"))
+
+    def server_ready(self):
+        return bool(self._call("server ready", "is_server_ready"))
+
+    def server_metadata(self):
+        if self.protocol == "grpc":
+            return self._call("server metadata", "get_server_metadata", as_json=True)
+        return self._call("server metadata", "get_server_metadata")
+
+    def model_ready(self, name, version=""):
+        return bool(self._call("model %s ready" % name, "is_model_ready", name, version))
+
+    def model_config(self, name, version=""):
+        if self.protocol == "grpc":
+            return self._call("model %s config" % name, "get_model_config", name, version, as_json=True)["config"]
+        return self._call("model %s config" % name, "get_model_config", name, version)
+
+    def repository_index(self):
+        if self.protocol == "grpc":
+            return self._call("repository index", "get_model_repository_index", as_json=True).get("models", [])
+        return self._call("repository index", "get_model_repository_index")
+
+    # -- generation --------------------------------------------------------
+    def generate(self, name, version, config, prompt, sampling_parameters, stream=True, extra_inputs=None):
+        """Generation a decoupled model answers over gRPC streaming or HTTP
+        generate_stream; any other over gRPC infer or HTTP generate."""
+        decoupled = bool(config.get("model_transaction_policy", {}).get("decoupled", False))
+        values = build_request_values(config, prompt, sampling_parameters, stream and decoupled, extra_inputs)
+        if self.protocol == "grpc":
+            if decoupled:
+                return self._grpc_stream(name, version, config, values)
+            return self._grpc_infer(name, version, config, values)
+        return self._http_generate(name, version, values, stream=decoupled and stream)
+
+    def _grpc_inputs(self, config, values):
+        inputs = []
+        for name, value in values.items():
+            datatype, dtype, shape = _tensor_spec(config, name, value)
+            tensor = grpcclient.InferInput(name, shape, datatype)
+            if datatype == "BYTES":
+                value = value if isinstance(value, (str, bytes)) else json.dumps(value)
+            tensor.set_data_from_numpy(np.full(shape, value, dtype=dtype))
+            inputs.append(tensor)
+        return inputs
+
+    @staticmethod
+    def _grpc_outputs(result, generation, started):
+        tokens = result.as_numpy("num_output_tokens")
+        generation.add(_decode_text(result.as_numpy("text_output")),
+                       int(tokens.reshape(-1).sum()) if tokens is not None else None, started)
+
+    def _grpc_infer(self, name, version, config, values):
+        generation = Generation("grpc_infer")
+        client = grpcclient.InferenceServerClient(
+            self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
+            certificate_chain=self.client_cert)
+        started = time.monotonic()
+        try:
+            result = client.infer(name, self._grpc_inputs(config, values), model_version=version,
+                                  headers=self.headers, client_timeout=self.request_timeout)
+            self._grpc_outputs(result, generation, started)
+        except Exception as error:  # pylint: disable=broad-except
+            raise classify(error, "generate on %s" % name)
+        finally:
+            client.close()
+        generation.latency_s = time.monotonic() - started
+        return generation
+
+    def _grpc_stream(self, name, version, config, values):
+        generation = Generation("grpc_stream")
+        answers = queue.Queue()
+        # A client per request: a gRPC client holds a single stream.
+        client = grpcclient.InferenceServerClient(
+            self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
+            certificate_chain=self.client_cert)
+        try:
+            client.start_stream(callback=lambda result, error: answers.put((result, error)),
+                                stream_timeout=self.request_timeout, headers=self.headers)
+            started = time.monotonic()
+            client.async_stream_infer(name, self._grpc_inputs(config, values), model_version=version,
+                                      enable_empty_final_response=True)
+            deadline = started + self.request_timeout
+            while True:
+                try:
+                    result, error = answers.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise ProbeError("timeout", "generate on %s: timed out after %ss waiting for the final "
+                                     "response" % (name, self.request_timeout))
+                if error is not None:
+                    raise classify(error, "generate on %s" % name)
+                self._grpc_outputs(result, generation, started)
+                final = result.get_response().parameters.get("triton_final_response")
+                if final is not None and final.bool_param:
+                    break
+            generation.latency_s = time.monotonic() - started
+        except ProbeError:
+            raise
+        except Exception as error:  # pylint: disable=broad-except
+            raise classify(error, "generate on %s" % name)
+        finally:
+            self._close_stream(client, cancel=generation.latency_s is None)
+        return generation
+
+    @staticmethod
+    def _close_stream(client, cancel):
+        """Ends the stream; cancels the request only when it did not finish
+        (a timeout or an error), so the server stops generating for nobody."""
+        try:
+            if cancel:
+                try:
+                    client.stop_stream(cancel_requests=True)
+                except TypeError:  # tritonclient older than 2.45 cannot cancel
+                    client.stop_stream()
+            else:
+                client.stop_stream()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        client.close()
+
+    def _http_generate(self, name, version, values, stream):
+        scheme = "https" if self.tls else "http"
+        endpoint = "generate_stream" if stream else "generate"
+        path = "/v2/models/%s%s/%s" % (name, "/versions/%s" % version if version else "", endpoint)
+        generation = Generation("generate_stream" if stream else "generate")
+        headers = dict(self.headers)
+        headers["Content-Type"] = "application/json"
+        started = time.monotonic()
+        try:
+            response = self._post("%s://%s%s" % (scheme, self.url, path), json.dumps(values).encode("utf-8"),
+                                  headers)
+            try:
+                if stream:
+                    self._read_events(response, generation, started, name)
+                else:
+                    self._add_http_answer(json.loads(response.read().decode("utf-8")), generation, started, name)
+            finally:
+                response.close()
+        except ProbeError:
+            raise
+        except Exception as error:  # pylint: disable=broad-except
+            raise classify(error, "generate on %s" % name)
+        generation.latency_s = time.monotonic() - started
+        return generation
+
+    def _post(self, url, data, headers):
+        if self.tls:
+            return open_url(url, data=data, headers=headers, method="POST", validate_certs=self.validate_certs,
+                            ca_path=self.ca_cert, client_cert=self.client_cert, client_key=self.client_key,
+                            timeout=self.request_timeout, use_proxy=False)
+        # Plain HTTP: open_url would load the system CA store for nothing (~80 ms a request).
+        request = urllib_request.Request(url, data=data, headers=headers, method="POST")
+        return _PLAIN_OPENER.open(request, timeout=self.request_timeout)
+
+    @staticmethod
+    def _add_http_answer(answer, generation, started, name):
+        if "error" in answer:  # Triton reports a failure inside a 200 stream this way
+            raise ProbeError("server_error", "generate on %s: %s" % (name, _first_line(answer["error"])))
+        text = answer.get("text_output", "")
+        if isinstance(text, list):
+            text = "".join(str(t) for t in text)
+        tokens = answer.get("num_output_tokens")
+        if isinstance(tokens, list):
+            tokens = sum(int(t) for t in tokens)
+        generation.add(text, tokens, started)
+
+    def _read_events(self, response, generation, started, name):
+        """Server-sent events: `data: {json}` lines; the stream ends when the
+        server closes it after the final response."""
+        while True:
+            line = response.readline()
+            if not line:
+                break
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[len(b"data:"):].strip()
+            if payload == b"[DONE]":
+                break
+            self._add_http_answer(json.loads(payload.decode("utf-8")), generation, started, name)
