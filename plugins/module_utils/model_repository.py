@@ -269,6 +269,10 @@ def _normalize_vllm(model, index, settings):
             raise ModelRepositoryError(_var(index, "engine_args.%s" % key),
                                        "is set by the role; use the model's %s setting instead" %
                                        {"model": "model_path/hf_repo_id", "enable_lora": "lora"}.get(key, key))
+    if "hf_token" in engine_args:
+        raise ModelRepositoryError(_var(index, "engine_args.hf_token"),
+                                   "secrets never go into model.json (a world-readable file); the server gets HF_TOKEN "
+                                   "from the triton_server role")
     for key in settings.get("vllm_removed_engine_args") or []:
         if key in engine_args:
             raise ModelRepositoryError(_var(index, "engine_args.%s" % key),

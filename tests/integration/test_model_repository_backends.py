@@ -67,6 +67,8 @@ def served(tmp_path_factory):
          "engine_args": {"max_model_len": 2048, "enforce_eager": True, "quantization": "awq"},
          "lora": {"adapters": {"sql": str(tmp_path / "models" / "adapters" / "sql")}}},
         {"name": "llama", "backend": "tensorrtllm", "model_path": str(tmp_path / "models" / "llama"), "gpus": [1]},
+        {"name": "llama_llmapi", "backend": "tensorrtllm", "model_path": str(tmp_path / "models" / "llama"),
+         "gpus": [1], "trtllm": {"layout": "llmapi", "llmapi_args": {"max_seq_len": 2048}}},
     ]
     repo, plan = install(tmp_path, models)
     with TritonServer(repo, http_port=18110, grpc_port=18111, metrics_port=18112,
@@ -84,7 +86,8 @@ def test_every_model_is_ready(served):
         index = {entry["name"]: entry.get("state") for entry in json.load(response)}
     assert {name: index.get(name) for name in plan["load_models"]} == {name: "READY" for name in plan["load_models"]}
     assert set(plan["load_models"]) == {"gemma_local", "opt_lora", "llama", "llama_preprocessing",
-                                        "llama_tensorrt_llm", "llama_postprocessing", "llama_tensorrt_llm_bls"}
+                                        "llama_tensorrt_llm", "llama_postprocessing", "llama_tensorrt_llm_bls",
+                                        "llama_llmapi"}
 
 
 def test_vllm_generate_stream(served):
@@ -119,3 +122,9 @@ def test_trtllm_bls_generate_stream(served):
     server = served[0]
     events = stream(server, "llama_tensorrt_llm_bls", {"text_input": "xy", "max_tokens": 3, "stream": True})
     assert "".join(event["text_output"] for event in events) == "xyx"
+
+
+def test_trtllm_llmapi_layout_generate_stream(served):
+    server = served[0]
+    events = stream(server, "llama_llmapi", {"text_input": "one two", "sampling_param_max_tokens": 3, "streaming": True})
+    assert [event["text_output"] for event in events] == [" one", " two", " one"]

@@ -48,3 +48,28 @@ def test_trtllm_ensemble_with_python_models_from_the_image(host):
 def test_nothing_from_the_failed_converge(host):
     assert not host.file(f"{ROOT}/current/broken").exists
     assert len(host.file(f"{ROOT}/generations").listdir()) == 2
+
+
+def test_trtllm_engine_built_once_with_its_fingerprint(host):
+    engine = "/opt/triton/engines/llama"
+    assert host.file(f"{engine}/rank0.engine").is_file
+    config = json.loads(host.file(f"{engine}/config.json").content_string)
+    assert config["build_config"]["max_batch_size"] == 4 and config["build_config"]["max_seq_len"] == 2048
+    assert config["quantization"]["quant_algo"] == "W8A16"
+    fingerprint = json.loads(host.file(f"{engine}/onprem-triton-engine.json").content_string)
+    assert fingerprint["revision"] == "0123abcd" and fingerprint["settings"]["quantization"] == "int8_weight_only"
+    assert fingerprint["image"] == "nvcr.io/nvidia/tritonserver:25.12-trtllm-python-py3"
+    # converge built it; idempotence and the second converge found the fingerprint and skipped
+    builds = host.file("/var/log/trtllm-standin-builds.log").content_string.splitlines()
+    assert len(builds) == 1
+    assert not host.file(f"{engine}.build").exists
+
+
+def test_trtllm_build_script_as_run_in_the_image(host):
+    script = host.file("/opt/triton/engines/llama.build.sh")
+    assert script.mode == 0o644
+    text = script.content_string
+    assert "/app/examples/models/core/llama/convert_checkpoint.py" in text
+    assert "--model_dir /opt/models/llama" in text and "--tp_size 1" in text
+    assert "--use_weight_only --weight_only_precision int8" in text
+    assert "--max_batch_size 4 --max_input_len 1024" in text and "--max_seq_len 2048" in text

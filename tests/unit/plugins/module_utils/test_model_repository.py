@@ -155,6 +155,8 @@ def test_no_room_left_for_an_automatic_share():
      "model_repository_models[0].gpu_memory_utilization"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"disable_log_requests": True}}],
      "model_repository_models[0].engine_args.disable_log_requests"),
+    ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"hf_token": "hf_secret"}}],
+     "model_repository_models[0].engine_args.hf_token"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"quantization": "magic"}}],
      "model_repository_models[0].engine_args.quantization"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"model": "o/y"}}],
