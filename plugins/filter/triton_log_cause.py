@@ -151,9 +151,9 @@ def _parse_last_table(lines):
         elif rows and status:
             rows[-1]["status"] += "\n" + status
     for row in rows:
-        state, _, reason = row["status"].partition(":")
+        state, separator, reason = row["status"].partition(":")
         row["state"] = state.strip()
-        row["reason"] = reason.strip()
+        row["reason"] = reason.strip() if separator else ""
     return rows
 
 

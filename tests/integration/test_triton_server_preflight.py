@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The triton_server role refuses bad input with a message naming the variable,
+before it changes anything: it runs against this machine (connection local, check
+mode) and must stop in its argument spec or preflight."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GOOD = {
+    "model_repository_current_path": "/srv/triton/repository/current",
+    "model_repository_load_models": ["demo"],
+    "triton_server_repository_api_key": "integration-key-0123456789",
+    "triton_server_gpus": "none",
+}
+
+
+def _run(tmp_path, overrides):
+    variables = dict(GOOD, **overrides)
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(
+        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.include_role:\n        name: onprem.triton.triton_server\n", encoding="utf-8")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps(variables), encoding="utf-8")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"),
+               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("ansible-playbook")), "--check", "-c", "local", "-i", "localhost,",
+         str(playbook), "-e", "@" + str(extra)],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"triton_server_backend": "tgi"}, "triton_server_backend"),
+        ({"triton_server_image_tag": "latest"}, "triton_server_image_tag"),
+        ({"triton_server_image_tag": "25.12-trtllm-python-py3"}, "triton_server_backend"),
+        ({"triton_server_grpc_port": 8000}, "triton_server_http_port/grpc_port/metrics_port"),
+        ({"triton_server_http_address": "localhost"}, "triton_server_http_address"),
+        ({"model_repository_current_path": ""}, "triton_server_model_repository_path"),
+        ({"model_repository_load_models": []}, "triton_server_models"),
+        ({"triton_server_gpus": [0, 3], "nvidia_gpu_info": {"count": 2}}, "triton_server_gpus"),
+        ({"triton_server_repository_api_key": "short"}, "triton_server_repository_api_key"),
+    ],
+)
+def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
+    run = _run(tmp_path, overrides)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert named in output, output
+    # it stopped in the argument spec or the asserts: no task that changes the host ran
+    assert "changed:" not in run.stdout, output
+
+
+def test_a_refused_secret_is_not_echoed(tmp_path):
+    run = _run(tmp_path, {"triton_server_repository_api_key": "tooShortKey42"})
+    assert run.returncode != 0
+    assert "tooShortKey42" not in run.stdout + run.stderr
