@@ -38,8 +38,11 @@ def test_triton_unit_is_active_enabled_and_on_loopback_only(host):
     service = host.service("triton-sandbox")
     assert service.is_running and service.is_enabled
     for port in (18500, 18501, 18502):
-        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
-        assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+        # gRPC binds 127.0.0.1 as the IPv4-mapped [::ffff:127.0.0.1]: still loopback.
+        listeners = host.check_output(f"ss -Hltn 'sport = :{port}'").splitlines()
+        addresses = {line.split()[3].rsplit(":", 1)[0] for line in listeners}
+        assert addresses, f"nothing listens on port {port}"
+        assert addresses <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, f"port {port} on {addresses}"
 
 
 def test_the_served_model_answers_a_real_prompt():
