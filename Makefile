@@ -1,6 +1,6 @@
 # The two commands of the README, and the steps they are made of.
 SHELL := /bin/bash
-INVENTORY ?= inventories/local
+INVENTORY ?= inventories/sandbox
 
 .PHONY: deploy test setup lint sanity unit integration molecule clean
 
