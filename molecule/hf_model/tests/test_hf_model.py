@@ -1,6 +1,5 @@
 """State of the hosts after the download-once converge (and its idempotence run)."""
 
-import hashlib
 import json
 import os
 import urllib.request
