@@ -27,7 +27,9 @@ def installed(tmp_path_factory):
     collections = tmp_path_factory.mktemp("collections")
     # --no-deps: the community collections come from the 'ansible' package, and
     # Galaxy is not reachable from these machines.
-    run([BIN / "ansible-galaxy", "collection", "install", "--no-deps", "-p", str(collections), str(tarball)], cwd=out)
+    # --force: the checkout itself may be on ANSIBLE_COLLECTIONS_PATH (tests/run.sh), and
+    # ansible-galaxy would then call the collection installed already.
+    run([BIN / "ansible-galaxy", "collection", "install", "--no-deps", "--force", "-p", str(collections), str(tarball)], cwd=out)
     return collections, tarball
 
 
@@ -42,7 +44,10 @@ def test_tarball_leaves_out_development_files(installed):
 
 def test_installed_collection_runs_by_fqcn(installed, tmp_path):
     collections = installed[0]
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=os.devnull)
+    # An empty config: nothing from the checkout's ansible.cfg (ansible-core 2.19 refuses /dev/null).
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\n")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=str(config))
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all:\n  children:\n    triton_servers:\n      hosts:\n        node-1:\n")
     listing = run([BIN / "ansible-playbook", "onprem.triton.site", "-i", str(inventory), "--list-tasks"], cwd=tmp_path, env=env)
