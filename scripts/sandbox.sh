@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 dir="${ONPREM_TRITON_SANDBOX_DIR:-/tmp/onprem-triton-sandbox}"
 hub_port="${SANDBOX_HUB_PORT:-18510}"
 container=onprem-triton-sandbox
-# The name an on-prem mirror of NGC gives the image (inventories/sandbox).
-mirror_ref=registry.onprem.test/nvidia/tritonserver:25.12-vllm-python-py3
+# The names an on-prem mirror of NGC gives the images (inventories/sandbox): the
+# fixture image has both stand-in backends, so it stands in for both.
+mirror_refs=(registry.onprem.test/nvidia/tritonserver:25.12-vllm-python-py3
+             registry.onprem.test/nvidia/tritonserver:25.12-trtllm-python-py3)
 python="${PYTHON:-$(command -v python3)}"
 
 services() {
@@ -21,12 +23,12 @@ services() {
   tests/images/build_triton_image.sh >/dev/null
   local image_id
   image_id="$(docker image inspect --format '{{.Id}}' onprem-triton/tritonserver-fixture:latest)"
-  if [[ "$(cat "${dir}/tritonserver-fixture.id" 2>/dev/null)" != "${image_id}" ]]; then
-    echo "saving the Triton fixture image as ${mirror_ref}"
-    docker tag onprem-triton/tritonserver-fixture:latest "${mirror_ref}"
-    docker save --output "${dir}/tritonserver-fixture.tar" "${mirror_ref}"
-    docker rmi "${mirror_ref}" >/dev/null
-    echo "${image_id}" > "${dir}/tritonserver-fixture.id"
+  if [[ "$(cat "${dir}/tritonserver-fixture.id" 2>/dev/null)" != "${image_id} ${mirror_refs[*]}" ]]; then
+    echo "saving the Triton fixture image as ${mirror_refs[*]}"
+    for ref in "${mirror_refs[@]}"; do docker tag onprem-triton/tritonserver-fixture:latest "${ref}"; done
+    docker save --output "${dir}/tritonserver-fixture.tar" "${mirror_refs[@]}"
+    docker rmi "${mirror_refs[@]}" >/dev/null
+    echo "${image_id} ${mirror_refs[*]}" > "${dir}/tritonserver-fixture.id"
   fi
   if [[ -f "${dir}/hf_hub.pid" ]] && kill -0 "$(cat "${dir}/hf_hub.pid")" 2>/dev/null; then
     echo "Hub double already running on 127.0.0.1:${hub_port}"
