@@ -30,7 +30,10 @@ def test_repository_generation_is_current_and_valid(host):
     config = host.file("/opt/triton/repository/current/tiny_llm/config.pbtxt").content_string
     assert 'backend: "vllm"' in config
     model_json = json.loads(host.file("/opt/triton/repository/current/tiny_llm/1/model.json").content_string)
-    assert model_json["model"] == "/opt/models/tiny-llm"
+    # The generation pins the exact copy hf_model installed, not the moving symlink.
+    synced_copy = host.check_output("readlink -f /opt/models/tiny-llm")
+    assert synced_copy.startswith("/opt/models/.versions/tiny-llm@")
+    assert model_json["model"] == synced_copy
     assert model_json["gpu_memory_utilization"] == 0.9
 
 
