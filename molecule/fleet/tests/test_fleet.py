@@ -1,0 +1,132 @@
+"""The fleet after site.yml, its no-change re-run, upgrade_model and status."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+HUB = "http://127.0.0.1:18610"
+REPORTS = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "reports")
+HOSTS = {"fleet-vllm-1": 18620, "fleet-vllm-2": 18630, "fleet-trtllm-1": 18640, "fleet-trtllm-2": 18650}
+
+testinfra_hosts = ["ansible://" + name for name in HOSTS]
+
+
+def _next_commit():
+    with urllib.request.urlopen(f"{HUB}/api/models/onprem-test/tiny-llm/revision/next", timeout=10) as answer:
+        return json.load(answer)["sha"]
+
+
+def test_every_host_serves_the_upgraded_revision(host):
+    copy = host.check_output("readlink -f /opt/models/tiny-llm")
+    assert copy.startswith(f"/opt/models/.versions/tiny-llm@{_next_commit()}")
+    manifest = json.loads(host.file(copy + "/.hf_model_manifest.json").content_string)
+    assert manifest["revision"] == "next"
+
+
+def test_the_served_generation_points_at_the_upgraded_weights(host):
+    copy = host.check_output("readlink -f /opt/models/tiny-llm")
+    served = host.check_output("grep -rl -- %s /opt/triton/repository/current/ || true", copy)
+    assert served, "the current generation does not point at the upgraded copy " + copy
+
+
+def test_the_unit_runs_and_listens_on_its_own_loopback_ports(host):
+    name = host.backend.get_hostname()
+    assert host.service(f"triton-{name}").is_running
+    port = HOSTS[name]
+    listeners = host.check_output(f"ss -Hltn 'sport = :{port}'").splitlines()
+    assert [line.split()[3] for line in listeners] == [f"127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTS))
+def test_status_shows_every_host_ready(name):
+    with open(os.path.join(REPORTS, "status.txt"), encoding="utf-8") as handle:
+        table = handle.read()
+    lines = [line for line in table.splitlines() if line.startswith(name + " ")]
+    assert lines, table
+    for line in lines:
+        assert " READY " in line and "@next (" in line, table
+    assert table.rstrip().endswith("4 of 4 host(s) serving every model"), table
+
+
+def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
+    # The inventory still says v1.0 (upgrade_model rolled `next` through).
+    run = _playbook("drift")
+    assert run.returncode == 0, run.stdout[-3000:]
+    with open(os.path.join(REPORTS, "drift.txt"), encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    for name in HOSTS:
+        weights = [line for line in lines if line.startswith(f"{name} | hf_model | tiny-llm | onprem-test/tiny-llm@v1.0 | ")]
+        assert weights and "onprem-test/tiny-llm@next" in weights[0], lines
+    # The TRT-LLM engines were built from `next`: the inventory's revision would rebuild them.
+    for name in ("fleet-trtllm-1", "fleet-trtllm-2"):
+        assert [line for line in lines if line.startswith(f"{name} | model_repository | tiny_llm | ")], lines
+    # Nothing else drifted: the image each server runs is the inventory's.
+    assert len(lines) == 1 + 4 + 2, lines
+    # Check mode: nothing changed on the hosts.
+    recap = [line for line in run.stdout.split("PLAY RECAP")[-1].splitlines() if line.startswith("fleet-")]
+    assert len(recap) == 4 and all(" changed=0 " in line for line in recap), recap
+
+
+def _playbook(name, *args):
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+               os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", name + ".yml"), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+
+
+def test_rotate_token_refuses_a_token_without_access_before_any_change():
+    env_files = {name: _stat_env(name) for name in HOSTS}
+    run = _playbook("rotate_token", "-e", "hf_model_token=hf_revoked_token_value")
+    assert run.returncode != 0, run.stdout
+    assert "PLAY [Model repository, Triton server and the generation gate]" not in run.stdout, "it went on to the hosts"
+    assert "401" in run.stdout or "token" in run.stdout.lower(), run.stdout[-3000:]
+    assert "hf_revoked_token_value" not in run.stdout + run.stderr, "the token reached the output"
+    assert env_files == {name: _stat_env(name) for name in HOSTS}
+
+
+def _stat_env(name):
+    result = subprocess.run(["docker", "exec", name, "stat", "-c", "%a %Y", f"/etc/triton-server/{name}.env"],
+                            capture_output=True, text=True, check=False)
+    return result.stdout.strip()
+
+
+def test_diagnose_collects_on_the_failing_host_only():
+    subprocess.run(["docker", "exec", "fleet-vllm-2", "systemctl", "stop", "triton-fleet-vllm-2.service"], check=True)
+    run = _playbook("diagnose")
+    assert run.returncode == 0, run.stdout[-3000:]
+    folder = os.path.join(REPORTS, "diagnose", "fleet-vllm-2")
+    for collected in ("unit-status.txt", "journal.txt", "container.log", "mounts.txt", "disk.txt", "gpu.txt", "summary.txt"):
+        assert os.path.isfile(os.path.join(folder, collected)), collected
+    with open(os.path.join(folder, "unit-status.txt"), encoding="utf-8") as handle:
+        assert "inactive" in handle.read()
+    with open(os.path.join(folder, "mounts.txt"), encoding="utf-8") as handle:
+        assert "ok       /opt/models" in handle.read()
+    assert "fleet-vllm-2:" in run.stdout and "1 of 4 host(s) do not serve every model" in run.stdout
+    for name in set(HOSTS) - {"fleet-vllm-2"}:
+        assert not os.path.exists(os.path.join(REPORTS, "diagnose", name))
+
+
+def test_undeploy_removes_the_service_and_keeps_the_models_unless_asked():
+    run = _playbook("undeploy", "--limit", "fleet-vllm-2")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "fleet-vllm-1" not in run.stdout
+    unit = subprocess.run(["docker", "exec", "fleet-vllm-2", "systemctl", "cat", "triton-fleet-vllm-2.service"],
+                          capture_output=True, text=True, check=False)
+    assert unit.returncode != 0
+    exists = subprocess.run(["docker", "exec", "fleet-vllm-2", "test", "-e", "/opt/triton/repository"], check=False)
+    assert exists.returncode != 0
+    models = subprocess.run(["docker", "exec", "fleet-vllm-2", "test", "-e", "/opt/models/tiny-llm/config.json"], check=False)
+    assert models.returncode == 0
+    # The rest of the fleet still serves.
+    deadline = time.time() + 30
+    while True:
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:18620/v2/health/ready", timeout=5) as answer:
+                assert answer.status == 200
+                break
+        except OSError:
+            assert time.time() < deadline
+            time.sleep(1)
