@@ -4,6 +4,7 @@ runs it, over a copy of real GenAI-Perf output (tests/unit/fixtures/genai_perf),
 real matplotlib writing the PNGs."""
 
 import contextlib
+import importlib.util
 import io
 import json
 import shutil
@@ -16,6 +17,7 @@ from ansible_collections.onprem.triton.plugins.modules import triton_benchmark_r
 
 RUN = Path(__file__).resolve().parents[2] / "fixtures" / "genai_perf" / "run"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib (requirements.txt) not installed")
 
 
 def run_main(**args):
@@ -47,6 +49,7 @@ def png_size(path):
     return int.from_bytes(content[16:20], "big"), int.from_bytes(content[20:24], "big")
 
 
+@needs_matplotlib
 def test_rows_table_and_a_plot_per_host(run_dir):
     result = run_main(path=str(run_dir))
     assert result["changed"] is True and not result.get("failed")
@@ -62,6 +65,7 @@ def test_rows_table_and_a_plot_per_host(run_dir):
     assert Path(result["plots"][0]).read_bytes() != Path(result["plots"][1]).read_bytes()
 
 
+@needs_matplotlib
 def test_same_results_same_png_so_no_change(run_dir):
     first = run_main(path=str(run_dir))
     before = {p: Path(p).stat().st_mtime_ns for p in first["plots"]}
@@ -70,6 +74,7 @@ def test_same_results_same_png_so_no_change(run_dir):
     assert {p: Path(p).stat().st_mtime_ns for p in second["plots"]} == before
 
 
+@needs_matplotlib
 def test_changed_results_rewrite_the_png(run_dir):
     run_main(path=str(run_dir))
     path = next((run_dir / "gpu-a").glob("demo/concurrency4/*/profile_export_genai_perf.json"))
@@ -79,6 +84,7 @@ def test_changed_results_rewrite_the_png(run_dir):
     assert run_main(path=str(run_dir))["changed"] is True
 
 
+@needs_matplotlib
 def test_check_mode_reads_but_writes_nothing(run_dir):
     result = run_main(path=str(run_dir), _ansible_check_mode=True)
     assert result["changed"] is True and len(result["rows"]) == 9
@@ -101,14 +107,14 @@ def test_unreadable_summaries_are_reported_not_fatal(run_dir):
 
 def test_no_results_fails_unless_allowed(tmp_path):
     (tmp_path / "gpu-a").mkdir()
-    result = run_main(path=str(tmp_path))
+    result = run_main(path=str(tmp_path), plot=False)
     assert result["failed"] is True and "no GenAI-Perf summary" in result["msg"]
-    result = run_main(path=str(tmp_path), require_results=False)
+    result = run_main(path=str(tmp_path), plot=False, require_results=False)
     assert not result.get("failed") and result["rows"] == [] and len(result["table"]) == 2 and result["plots"] == []
 
 
 def test_missing_folder_fails(tmp_path):
-    result = run_main(path=str(tmp_path / "nowhere"))
+    result = run_main(path=str(tmp_path / "nowhere"), plot=False)
     assert result["failed"] is True and "is not a folder" in result["msg"]
 
 
