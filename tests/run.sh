@@ -95,8 +95,28 @@ unit() {
   pytest -q tests/unit
 }
 
+# GenAI-Perf and its perf_analyzer for tests/integration/test_benchmark_playbook.py:
+# a virtualenv of their own (about 1 GB), rebuilt only when its pins change.
+genai_perf_venv() {
+  local venv="${repo}/.venv-genai-perf" stamp
+  stamp="$(sha256sum tests/requirements-genai-perf.txt | cut -c1-16)"
+  if [[ "$(cat "${venv}/.stamp" 2>/dev/null)" != "${stamp}" ]]; then
+    echo "building ${venv}"
+    rm -rf "${venv}" && python3 -m venv "${venv}" || return 1
+    # --no-deps: the file is the freeze of a venv known to work; tritonclient
+    # 2.51 declares numpy<2 while genai-perf's pandas needs numpy 2, so a
+    # resolver run refuses the set that runs fine.
+    "${venv}/bin/pip" install -q --disable-pip-version-check --no-deps -r tests/requirements-genai-perf.txt 2>&1 \
+      | grep -v 'is ignored: it is neither a file nor a directory' || true
+    "${venv}/bin/genai-perf" --version >/dev/null || return 1
+    echo "${stamp}" > "${venv}/.stamp"
+  fi
+  export GENAI_PERF_VENV="${venv}"
+}
+
 integration() {
-  pytest -q tests/integration
+  genai_perf_venv || return 1
+  pytest -q -rs tests/integration
 }
 
 molecule_all() {
