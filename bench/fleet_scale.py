@@ -24,7 +24,12 @@ containers after each N and stops the Hub double at the end, also on failure
 or Ctrl-C. Not run by CI; the figures depend on the machine and its load.
 
     source .venv/bin/activate
-    python bench/fleet_scale.py [--hosts 1 2 4 8] [--forks 20] [--strategy linear] [--out bench/results]
+    python bench/fleet_scale.py [--hosts 1 2 4 8] [--forks 20] [--strategy linear] [--env NAME=VALUE ...] [--out bench/results]
+
+--env passes a setting to ansible-playbook to compare it against the same run
+without (e.g. --env ANSIBLE_PIPELINING=True). The last play of site.yml keeps
+its serial (triton_rollout_serial, 25%: one host a batch up to N=4), as a real
+rollout does.
 """
 
 import argparse
@@ -136,6 +141,7 @@ def run_playbook(args, inventory, log_path):
     """Runs site.yml against `inventory`; returns (wall seconds, {host: recap counts}, output)."""
     env = dict(sandbox_env(), ANSIBLE_STRATEGY=args.strategy, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                PROFILE_TASKS_TASK_OUTPUT_LIMIT="all", PROFILE_TASKS_SORT_ORDER="descending", COLUMNS="160")
+    env.update(args.env)
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "site.yml", "-i", inventory,
                "--forks", str(args.forks)]
     start = time.monotonic()
@@ -185,13 +191,17 @@ def measure(args, count):
             remove_containers()
     profile = profile_summary(output)
     with open(profile_path(args, count), "w", encoding="utf-8") as handle:
-        handle.write(f"# profile_tasks of the no-change re-run of site.yml, {count} host(s), forks {args.forks}, "
-                     f"strategy {args.strategy}: {again:.1f} s wall\n")
+        handle.write(f"# profile_tasks of the no-change re-run of site.yml, {count} host(s), {settings(args)}: {again:.1f} s wall\n")
         handle.writelines(f"{seconds:8.2f}s  {name}\n" for seconds, name in profile)
     row = {"hosts": count, "first": first, "again": again,
            "first_changed": sum(host["changed"] for host in first_recap.values()),
            "again_changed": sum(host["changed"] for host in again_recap.values())}
     return row, profile
+
+
+def settings(args):
+    """The settings a figure was taken with, in words."""
+    return ", ".join([f"forks {args.forks}", f"strategy {args.strategy}"] + [f"{name}={value}" for name, value in args.env.items()])
 
 
 def profile_path(args, count):
@@ -226,7 +236,7 @@ def main(args):
     sandbox = os.path.join(ROOT, "scripts", "sandbox.sh")
     try:
         subprocess.run([sandbox, "services"], cwd=ROOT, env=sandbox_env(), check=True)
-        print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker/vfs), forks {args.forks}, strategy {args.strategy}")
+        print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker/vfs), {settings(args)}")
         print(f"{'hosts':<5} {'forks':<6} {'strategy':<11} {'first s':>9} {'changed':>8} {'re-run s':>9} {'changed':>8}")
         sys.stdout.flush()
         for count in args.hosts:
@@ -250,10 +260,15 @@ def parse_args():
     parser.add_argument("--hosts", type=int, nargs="+", default=[1, 2, 4, 8], help="fleet sizes to measure, in order")
     parser.add_argument("--forks", type=int, default=default_forks(), help="ansible-playbook --forks (default: ansible.cfg's)")
     parser.add_argument("--strategy", default="linear", help="strategy plugin (ANSIBLE_STRATEGY): linear, free, host_pinned, ...")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="more environment for ansible-playbook, to compare a setting (e.g. ANSIBLE_PIPELINING=True); repeatable")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where the logs and profiles go")
     parser.add_argument("--keep", action="store_true", help="leave each N's containers running until the next N (remove them by hand)")
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
+    if any("=" not in pair for pair in args.env):
+        parser.error("--env takes NAME=VALUE")
+    args.env = dict(pair.split("=", 1) for pair in args.env)
     return args
 
 
