@@ -1,0 +1,281 @@
+# SPDX-License-Identifier: Apache-2.0
+"""What converging site.yml costs for a fleet of N hosts, N = 1, 2, 4, 8.
+
+For each N, starts N fresh sandbox hosts (Debian 12 systemd containers
+onprem-triton-bench-1..N, with the options of `scripts/sandbox.sh up`: host
+networking, Docker nested with vfs), writes an inventory for them (groups
+triton_servers > triton_vllm, the group_vars of inventories/sandbox, and per
+host its own Triton ports 18820+10*(i-1) .. +2 and triton_server_name benchN,
+since host networking puts every instance on the same loopback), empties the
+controller's copy of the weights and runs the real `ansible-playbook site.yml`
+twice:
+  first    wall time of the run that installs everything on the fresh hosts
+  re-run   wall time of a second run that must find nothing to change
+and prints both with the forks and the strategy plugin used, the tasks that
+changed in the re-run (0 when the run is idempotent), and the 10 slowest tasks
+of the re-run from its profile_tasks summary (ansible.cfg enables the callback).
+Each run's full output is saved as <out>/fleet-N-{first,rerun}.log; the re-run's
+profile_tasks summary, every task of it, as <out>/fleet-N-rerun-profile.txt.
+
+Around the hosts it uses `scripts/sandbox.sh services` with its own files in
+/tmp/onprem-triton-bench (the Triton fixture image tarball) and its own Hub
+double on 127.0.0.1:18810; all traffic stays on 127.0.0.1. It removes its
+containers after each N and stops the Hub double at the end, also on failure
+or Ctrl-C. Not run by CI; the figures depend on the machine and its load.
+
+    source .venv/bin/activate
+    python bench/fleet_scale.py [--hosts 1 2 4 8] [--forks 20] [--strategy linear] [--env NAME=VALUE ...] [--out bench/results]
+
+--env passes a setting to ansible-playbook to compare it against the same run
+without (e.g. --env ANSIBLE_PIPELINING=True). The last play of site.yml keeps
+its serial (triton_rollout_serial, 25%: one host a batch up to N=4), as a real
+rollout does.
+"""
+
+import argparse
+import configparser
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SANDBOX_DIR = "/tmp/onprem-triton-bench"
+HUB_PORT = 18810
+FIRST_TRITON_PORT = 18820
+IMAGE = "onprem-triton/debian12-systemd:latest"
+CONTAINER_PREFIX = "onprem-triton-bench-"
+MAX_HOSTS = 8
+# The options of `scripts/sandbox.sh up` (and of the Molecule instances, CONTRIBUTING.md).
+CONTAINER_OPTIONS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+                     "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+                     "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                     "--network", "host", "--stop-signal", "SIGRTMIN+3"]
+RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+                   r"\s+failed=(?P<failed>\d+)")
+PROFILE_LINE = re.compile(r"^(?P<name>.*?)\s-*\s(?P<seconds>\d+\.\d+)s$")
+
+
+def host_name(index):
+    """The container and inventory name of bench host `index` (1-based)."""
+    return f"{CONTAINER_PREFIX}{index}"
+
+
+def host_ports(index):
+    """HTTP, gRPC and metrics ports of bench host `index` (1-based)."""
+    http = FIRST_TRITON_PORT + 10 * (index - 1)
+    return http, http + 1, http + 2
+
+
+def sandbox_env():
+    """The environment of sandbox.sh and ansible-playbook: the bench's own sandbox files and Hub port."""
+    return dict(os.environ, ONPREM_TRITON_SANDBOX_DIR=SANDBOX_DIR, SANDBOX_HUB_PORT=str(HUB_PORT), PYTHON=sys.executable,
+                ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible", "collections"))
+
+
+def listening(port):
+    """True when something accepts connections on 127.0.0.1:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def remove_containers():
+    """Removes every bench container that exists (only the names this script gives)."""
+    names = [host_name(index) for index in range(1, MAX_HOSTS + 1)]
+    existing = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
+    ours = [name for name in existing.stdout.split() if name in names]
+    if ours:
+        subprocess.run(["docker", "rm", "-f"] + ours, capture_output=True, check=True)
+
+
+def start_containers(count):
+    """Starts bench hosts 1..count, each a systemd container like `sandbox.sh up` starts."""
+    for index in range(1, count + 1):
+        name = host_name(index)
+        subprocess.run(["docker", "run", "-d", "--name", name, "--hostname", name] + CONTAINER_OPTIONS + [IMAGE, "/lib/systemd/systemd"],
+                       capture_output=True, check=True)
+    for index in range(1, count + 1):
+        # systemd must be up before Ansible manages units: wait until it answers (degraded is fine).
+        deadline = time.monotonic() + 60
+        while True:
+            state = subprocess.run(["docker", "exec", host_name(index), "systemctl", "is-system-running"],
+                                   capture_output=True, text=True, check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{host_name(index)}: systemd did not come up (state {state!r})")
+            time.sleep(0.5)
+
+
+def write_inventory(workdir, count):
+    """Inventory of bench hosts 1..count beside links to inventories/sandbox/group_vars; returns its path."""
+    group_vars = os.path.join(workdir, "group_vars")
+    if os.path.lexists(group_vars):
+        os.unlink(group_vars)
+    os.symlink(os.path.join(ROOT, "inventories", "sandbox", "group_vars"), group_vars)
+    lines = ["---", f"# Written by bench/fleet_scale.py: {count} sandbox hosts on this machine.",
+             "all:", "  children:", "    triton_servers:", "      children:", "        triton_vllm:", "          hosts:"]
+    for index in range(1, count + 1):
+        http, grpc, metrics = host_ports(index)
+        # Host variables win over group_vars: the bench's Hub double and distinct ports per host.
+        lines += [f"            {host_name(index)}:",
+                  "              ansible_connection: community.docker.docker",
+                  "              ansible_python_interpreter: /usr/bin/python3",
+                  f"              sandbox_hub_port: {HUB_PORT}",
+                  f"              triton_server_name: bench{index}",
+                  f"              triton_server_http_port: {http}",
+                  f"              triton_server_grpc_port: {grpc}",
+                  f"              triton_server_metrics_port: {metrics}"]
+    path = os.path.join(workdir, "hosts.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def run_playbook(args, inventory, log_path):
+    """Runs site.yml against `inventory`; returns (wall seconds, {host: recap counts}, output)."""
+    env = dict(sandbox_env(), ANSIBLE_STRATEGY=args.strategy, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               PROFILE_TASKS_TASK_OUTPUT_LIMIT="all", PROFILE_TASKS_SORT_ORDER="descending", COLUMNS="160")
+    env.update(args.env)
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "site.yml", "-i", inventory,
+               "--forks", str(args.forks)]
+    start = time.monotonic()
+    proc = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    elapsed = time.monotonic() - start
+    with open(log_path, "w", encoding="utf-8") as handle:
+        handle.write(proc.stdout)
+    if proc.returncode:
+        sys.stderr.write(proc.stdout[-6000:])
+        raise SystemExit(f"ansible-playbook failed (rc {proc.returncode}); full output in {log_path}")
+    recap = {}
+    for line in proc.stdout.splitlines():
+        match = RECAP.match(line)
+        if match:
+            recap[match.group("host")] = {key: int(value) for key, value in match.groupdict().items() if key != "host"}
+    return elapsed, recap, proc.stdout
+
+
+def profile_summary(output):
+    """The profile_tasks summary of a run's output as [(seconds, task name)], slowest first."""
+    lines = output.splitlines()
+    starts = [number for number, line in enumerate(lines) if line.startswith("TASKS RECAP")]
+    if not starts:
+        return []
+    tasks = []
+    for line in lines[starts[-1] + 1:]:
+        match = PROFILE_LINE.match(line.rstrip())
+        if match and not line.startswith("="):
+            tasks.append((float(match.group("seconds")), match.group("name").strip()))
+    return sorted(tasks, reverse=True)
+
+
+def measure(args, count):
+    """Converges site.yml twice on `count` fresh hosts; returns the row of figures and the re-run's profile."""
+    workdir = os.path.join(SANDBOX_DIR, f"fleet-{count}")
+    os.makedirs(workdir, exist_ok=True)
+    # Every N starts from nothing: fresh hosts and no weights on the controller yet.
+    shutil.rmtree(os.path.join(SANDBOX_DIR, "hf_model_controller"), ignore_errors=True)
+    inventory = write_inventory(workdir, count)
+    remove_containers()
+    try:
+        start_containers(count)
+        first, first_recap, _ = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-first.log"))
+        again, again_recap, output = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-rerun.log"))
+    finally:
+        if not args.keep:
+            remove_containers()
+    profile = profile_summary(output)
+    with open(profile_path(args, count), "w", encoding="utf-8") as handle:
+        handle.write(f"# profile_tasks of the no-change re-run of site.yml, {count} host(s), {settings(args)}: {again:.1f} s wall\n")
+        handle.writelines(f"{seconds:8.2f}s  {name}\n" for seconds, name in profile)
+    row = {"hosts": count, "first": first, "again": again,
+           "first_changed": sum(host["changed"] for host in first_recap.values()),
+           "again_changed": sum(host["changed"] for host in again_recap.values())}
+    return row, profile
+
+
+def settings(args):
+    """The settings a figure was taken with, in words."""
+    return ", ".join([f"forks {args.forks}", f"strategy {args.strategy}"] + [f"{name}={value}" for name, value in args.env.items()])
+
+
+def profile_path(args, count):
+    """Where the re-run's profile of N=`count` is saved."""
+    return os.path.join(args.out, f"fleet-{count}-rerun-profile.txt")
+
+
+def default_forks():
+    """The forks ansible.cfg sets (what a plain `ansible-playbook site.yml` uses), else Ansible's default 5."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "ansible.cfg"))
+    return config.getint("defaults", "forks", fallback=5)
+
+
+def preflight(args):
+    """Refuses to start when a port the bench needs is taken or the hosts asked for are out of range."""
+    if any(count < 1 or count > MAX_HOSTS for count in args.hosts):
+        raise SystemExit(f"--hosts: 1 to {MAX_HOSTS}")
+    ports = [port for index in range(1, max(args.hosts) + 1) for port in host_ports(index)]
+    taken = [port for port in ports if listening(port)]
+    if taken:
+        raise SystemExit(f"ports in use on 127.0.0.1: {taken} (another bench or sandbox running?)")
+    if listening(HUB_PORT) and not os.path.exists(os.path.join(SANDBOX_DIR, "hf_hub.pid")):
+        raise SystemExit(f"port {HUB_PORT} is in use by something that is not this bench's Hub double")
+
+
+def main(args):
+    """Brings up the services, measures each N, prints the table and the re-run's slowest tasks."""
+    preflight(args)
+    os.makedirs(args.out, exist_ok=True)
+    rows = []
+    sandbox = os.path.join(ROOT, "scripts", "sandbox.sh")
+    try:
+        subprocess.run([sandbox, "services"], cwd=ROOT, env=sandbox_env(), check=True)
+        print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker/vfs), {settings(args)}")
+        print(f"{'hosts':<5} {'forks':<6} {'strategy':<11} {'first s':>9} {'changed':>8} {'re-run s':>9} {'changed':>8}")
+        sys.stdout.flush()
+        for count in args.hosts:
+            row, profile = measure(args, count)
+            rows.append((row, profile))
+            print(f"{count:<5} {args.forks:<6} {args.strategy:<11} {row['first']:>9.1f} {row['first_changed']:>8} "
+                  f"{row['again']:>9.1f} {row['again_changed']:>8}")
+            sys.stdout.flush()
+    finally:
+        subprocess.run([sandbox, "stop-services"], cwd=ROOT, env=sandbox_env(), check=False)
+    for row, profile in rows:
+        print(f"\nN={row['hosts']}, no-change re-run {row['again']:.1f} s: the 10 slowest tasks "
+              f"(profile_tasks; every task in {profile_path(args, row['hosts'])})")
+        for seconds, name in profile[:10]:
+            print(f"  {seconds:7.2f}s  {name}")
+
+
+def parse_args():
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1, 2, 4, 8], help="fleet sizes to measure, in order")
+    parser.add_argument("--forks", type=int, default=default_forks(), help="ansible-playbook --forks (default: ansible.cfg's)")
+    parser.add_argument("--strategy", default="linear", help="strategy plugin (ANSIBLE_STRATEGY): linear, free, host_pinned, ...")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="more environment for ansible-playbook, to compare a setting (e.g. ANSIBLE_PIPELINING=True); repeatable")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"), help="where the logs and profiles go")
+    parser.add_argument("--keep", action="store_true", help="leave each N's containers running until the next N (remove them by hand)")
+    args = parser.parse_args()
+    args.out = os.path.abspath(args.out)
+    if any("=" not in pair for pair in args.env):
+        parser.error("--env takes NAME=VALUE")
+    args.env = dict(pair.split("=", 1) for pair in args.env)
+    return args
+
+
+def _terminate(signum, _frame):
+    raise SystemExit(f"stopped by signal {signum}")
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
+    main(parse_args())
