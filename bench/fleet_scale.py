@@ -184,7 +184,7 @@ def measure(args, count):
     remove_containers()
     try:
         start_containers(count)
-        first, first_recap, _ = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-first.log"))
+        first, first_recap, _first_output = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-first.log"))
         again, again_recap, output = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-rerun.log"))
     finally:
         if not args.keep:

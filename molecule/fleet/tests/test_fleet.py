@@ -54,6 +54,7 @@ def test_status_shows_every_host_ready(name):
 
 def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
     # The inventory still says v1.0 (upgrade_model rolled `next` through).
+    before = {name: _served_state(name) for name in HOSTS}
     run = _playbook("drift")
     assert run.returncode == 0, run.stdout[-3000:]
     with open(os.path.join(REPORTS, "drift.txt"), encoding="utf-8") as handle:
@@ -66,9 +67,31 @@ def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
         assert [line for line in lines if line.startswith(f"{name} | model_repository | tiny_llm | ")], lines
     # Nothing else drifted: the image each server runs is the inventory's.
     assert len(lines) == 1 + 4 + 2, lines
-    # Check mode: nothing changed on the hosts.
-    recap = [line for line in run.stdout.split("PLAY RECAP")[-1].splitlines() if line.startswith("fleet-")]
-    assert len(recap) == 4 and all(" changed=0 " in line for line in recap), recap
+    # Check mode reports what it would change: only the engine rebuild on the TRT-LLM hosts ...
+    would_change = _changed_tasks(run.stdout)
+    assert set(would_change) <= {"fleet-trtllm-1", "fleet-trtllm-2"}, would_change
+    for name, tasks in would_change.items():
+        assert tasks and all(task.startswith("onprem.triton.model_repository : ") for task in tasks), (name, tasks)
+    # ... and changes nothing: same generation, weights, unit and server process on every host.
+    assert before == {name: _served_state(name) for name in HOSTS}
+
+
+def _served_state(name):
+    script = ("readlink -f /opt/triton/repository/current; readlink -f /opt/models/tiny-llm; "
+              f"sha256sum /etc/systemd/system/triton-{name}.service; systemctl show -p MainPID --value triton-{name}.service")
+    return subprocess.run(["docker", "exec", name, "sh", "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+def _changed_tasks(output):
+    """{host: [task names]} of the tasks the default callback reported changed."""
+    changed, task = {}, None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[len("TASK ["):line.rindex("]")]
+        elif line.startswith("changed: [") and task:
+            host = line[len("changed: ["):].split("]")[0].split(" ")[0]
+            changed.setdefault(host, []).append(task)
+    return changed
 
 
 def _playbook(name, *args):
