@@ -56,3 +56,49 @@ def test_installed_collection_runs_by_fqcn(installed, tmp_path):
     roles = run([BIN / "ansible-doc", "-t", "role", "-l", "onprem.triton"], cwd=tmp_path, env=env)
     for role in ("nvidia_driver", "container_engine", "hf_model", "model_repository", "triton_server"):
         assert f"onprem.triton.{role}" in roles, roles
+
+
+def _pins(lines):
+    """{distribution name: 'name==version' line} of pinned requirement lines."""
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name = line.split("==")[0].split("[")[0].strip().lower().replace("_", "-")
+            pins[name] = line
+    return pins
+
+
+def test_execution_environment_definition_makes_a_build_context(installed, tmp_path):
+    """ansible-builder accepts meta/execution-environment.yml and lays out what AWX/AAP builds.
+
+    `ansible-builder build` itself needs the base image from quay.io and Ansible Galaxy,
+    which these machines cannot reach; `create` validates the definition against the
+    builder's schema and writes the build context that `build` would hand to the engine.
+    """
+    tarball = installed[1]
+    # The definition's layout: meta/execution-environment.yml beside the tarball's folder.
+    (tmp_path / "meta").mkdir()
+    definition = tmp_path / "meta" / "execution-environment.yml"
+    definition.write_text((REPO / "meta" / "execution-environment.yml").read_text())
+    (tmp_path / tarball.name).write_bytes(tarball.read_bytes())
+    context = tmp_path / "context"
+    run([BIN / "ansible-builder", "create", "-f", str(definition), "--context", str(context)], cwd=tmp_path)
+
+    assert (context / "_build" / "collection" / tarball.name).is_file()
+    containerfile = next(context.glob("[CD]*file")).read_text()
+    install = [line for line in containerfile.splitlines() if "ansible-galaxy collection install --no-deps /tmp/collection/onprem-triton-" in line]
+    assert len(install) == 1, containerfile
+    # In the final stage, before it drops to the unprivileged user.
+    assert containerfile.rindex("FROM ") < containerfile.index(install[0]) < containerfile.rindex("USER "), containerfile
+
+    # What the modules import runs in the EE with the versions the tests ran with.
+    tested = _pins((REPO / "requirements.txt").read_text().splitlines())
+    image = _pins((context / "_build" / "requirements.txt").read_text().splitlines())
+    assert {"huggingface-hub", "tritonclient", "protobuf"} <= set(image), image
+    for name, line in image.items():
+        assert name in tested, f"{line}: not in requirements.txt"
+        assert line.split("==")[1] == tested[name].split("==")[1], (line, tested[name])
+    spec = yaml.safe_load(definition.read_text())
+    assert spec["dependencies"]["ansible_core"]["package_pip"] == tested["ansible-core"]
+    assert "rsync" in (context / "_build" / "bindep.txt").read_text()
