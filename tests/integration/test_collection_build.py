@@ -59,13 +59,12 @@ def test_installed_collection_runs_by_fqcn(installed, tmp_path):
 
 
 def _pins(lines):
-    """{distribution name: 'name==version' line} of pinned requirement lines."""
+    """{distribution name: pinned version} of requirement lines ('name[extras]==version')."""
     pins = {}
     for line in lines:
-        line = line.split("#")[0].strip()
-        if "==" in line:
-            name = line.split("==")[0].split("[")[0].strip().lower().replace("_", "-")
-            pins[name] = line
+        requirement, separator, version = line.split("#")[0].partition("==")
+        if separator:
+            pins[requirement.split("[")[0].strip().lower().replace("_", "-")] = version.strip()
     return pins
 
 
@@ -96,9 +95,9 @@ def test_execution_environment_definition_makes_a_build_context(installed, tmp_p
     tested = _pins((REPO / "requirements.txt").read_text().splitlines())
     image = _pins((context / "_build" / "requirements.txt").read_text().splitlines())
     assert {"huggingface-hub", "tritonclient", "protobuf"} <= set(image), image
-    for name, line in image.items():
-        assert name in tested, f"{line}: not in requirements.txt"
-        assert line.split("==")[1] == tested[name].split("==")[1], (line, tested[name])
+    for name, version in image.items():
+        assert name in tested, f"{name}=={version}: not in requirements.txt"
+        assert version == tested[name], (name, version, tested[name])
     spec = yaml.safe_load(definition.read_text())
-    assert spec["dependencies"]["ansible_core"]["package_pip"] == tested["ansible-core"]
+    assert spec["dependencies"]["ansible_core"]["package_pip"] == "ansible-core==" + tested["ansible-core"]
     assert "rsync" in (context / "_build" / "bindep.txt").read_text()
