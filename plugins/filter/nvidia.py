@@ -10,6 +10,7 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.onprem.triton.plugins.module_utils.nvidia import (
+    check_branch_for_container,
     check_driver_for_container,
     driver_branch,
 )
@@ -21,6 +22,15 @@ def triton_driver_check(driver_version, tag, table, allow_forward_compat=True):
         return check_driver_for_container(str(driver_version), str(tag), table, bool(allow_forward_compat))
     except (KeyError, ValueError) as exc:
         raise AnsibleFilterError("triton_driver_check: %s" % exc)
+
+
+def triton_driver_branch_check(branch, tag, table, allow_forward_compat=True, version=""):
+    """{{ '590' | onprem.triton.triton_driver_branch_check('25.12-vllm-python-py3', table, true, '') }}:
+    the driver a host is about to get (a branch, or an exact version) against the container."""
+    try:
+        return check_branch_for_container(branch, str(tag), table, bool(allow_forward_compat), str(version or ""))
+    except (KeyError, ValueError) as exc:
+        raise AnsibleFilterError("triton_driver_branch_check: %s" % exc)
 
 
 def nvidia_driver_branch(driver_version):
@@ -35,5 +45,6 @@ class FilterModule:
     def filters(self):
         return {
             "triton_driver_check": triton_driver_check,
+            "triton_driver_branch_check": triton_driver_branch_check,
             "nvidia_driver_branch": nvidia_driver_branch,
         }

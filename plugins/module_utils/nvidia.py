@@ -179,3 +179,41 @@ def check_driver_for_container(driver_version, tag, table, allow_forward_compat=
         ", and not a usable forward-compatible branch (%s)" % ", ".join(
             "R%s>=%s" % (c["branch"], c["min_driver"]) for c in entry["forward_compat"]))
     return result
+
+
+def check_branch_for_container(branch, tag, table, allow_forward_compat=True, version=""):
+    """Decide, before anything is installed, whether the driver a host is about
+    to get can run the Triton container `tag`.
+
+    With an exact `version` this is check_driver_for_container. With only a
+    `branch` (the newest of the branch gets installed) the branch must be at
+    least the branch of the container's minimum, or one of its
+    forward-compatible branches. Same result shape as check_driver_for_container.
+    """
+    if version:
+        # A package version ("1:590.48.01-0ubuntu1"): the driver version is its upstream part.
+        upstream = re.sub(r"[-~+].*$", "", str(version).split(":")[-1])
+        return check_driver_for_container(upstream, tag, table, allow_forward_compat)
+    if tag not in table:
+        raise KeyError("container tag %r is not in the driver table (known: %s)" % (tag, ", ".join(sorted(table))))
+    entry = table[tag]
+    minimum = str(entry["min_driver"])
+    branch = int(branch)
+    result = {"ok": False, "cuda": str(entry.get("cuda", "")), "min_driver": minimum, "via": None, "tag": tag,
+              "driver_version": "R%d" % branch}
+    if branch >= driver_branch(minimum):
+        result.update(ok=True, via="minimum",
+                      reason="branch R%d meets %s, the minimum for %s (CUDA %s)" % (branch, minimum, tag, result["cuda"]))
+        return result
+    fc_branches = [int(c["branch"]) for c in entry.get("forward_compat") or []]
+    if allow_forward_compat and branch in fc_branches:
+        result.update(ok=True, via="forward_compat",
+                      reason="branch R%d is forward-compatible for %s; data-center GPUs only" % (branch, tag))
+        return result
+    result["reason"] = "branch R%d is older than %s, the minimum for %s (CUDA %s)%s" % (
+        branch, minimum, tag, result["cuda"],
+        "" if not fc_branches else ", and not %s forward-compatible branch (%s)" % (
+            "a usable" if allow_forward_compat else "allowed to use a",
+            ", ".join("R%d" % b for b in fc_branches)))
+    return result
+

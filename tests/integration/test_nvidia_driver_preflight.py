@@ -49,17 +49,42 @@ def run_preflight(tmp_path, extra_vars, env_extra=None):
 def test_defaults_pass_on_debian12_with_an_h100(tmp_path):
     rc, out = run_preflight(tmp_path, {"nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [NIC, H100])})
     assert rc == 0, out
-    assert "PREFLIGHT OK branch=535 packages=nvidia-kernel-dkms,nvidia-smi,libcuda1" in out
+    # NVIDIA's repository, branch 590: the first that runs the default container (CUDA 13.1).
+    assert "PREFLIGHT OK branch=590 pin=nvidia-driver-pinning-590 packages=cuda-drivers" in out
+    assert "branch R590 meets 590.44.01, the minimum for 25.12-vllm-python-py3" in out
+
+
+def test_distribution_driver_with_a_container_it_runs(tmp_path):
+    rc, out = run_preflight(tmp_path, {"nvidia_driver_source": "distribution",
+                                       "nvidia_driver_triton_container_tag": "25.10-trtllm-python-py3",
+                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
+    assert rc == 0, out
+    assert "PREFLIGHT OK branch=535 pin= packages=nvidia-kernel-dkms,nvidia-smi,libcuda1" in out
+    assert "branch R535 is forward-compatible for 25.10-trtllm-python-py3" in out
 
 
 @pytest.mark.parametrize("extra_vars,devices,expected", [
     pytest.param({}, [NIC], ["No NVIDIA GPU on the PCI bus", "nvidia_driver_require_gpu: false"], id="no-gpu"),
     pytest.param({"nvidia_driver_branch": "999"}, [H100],
-                 ["nvidia_driver_branch=999 is unknown", "known branches: 535"], id="unknown-branch"),
+                 ["nvidia_driver_branch=999 is unknown", "known branches: 550, 570, 575, 580, 590"], id="unknown-branch"),
     pytest.param({"nvidia_driver_source": "cuda_repo", "nvidia_driver_branch": "535"}, [H100],
                  ["nvidia_driver_branch=535 is unknown for nvidia_driver_source=cuda_repo"], id="branch-of-other-source"),
     pytest.param({"nvidia_driver_version": "550.1-1"}, [H100],
-                 ["nvidia_driver_version=550.1-1 is not a version of branch 535"], id="version-outside-branch"),
+                 ["nvidia_driver_version=550.1-1 is not a version of branch 590"], id="version-outside-branch"),
+    # The shipped defaults before this check: branch 580 for the 25.12 vLLM image (CUDA 13.1).
+    pytest.param({"nvidia_driver_branch": "580"}, [H100],
+                 ["branch R580 is older than 590.44.01, the minimum for 25.12-vllm-python-py3",
+                  "nvidia_driver_branch=580", "nvidia_driver_triton_container_tag=25.12-vllm-python-py3"],
+                 id="branch-too-old-for-container"),
+    pytest.param({"nvidia_driver_source": "distribution"}, [H100],
+                 ["branch R535 is older than 590.44.01", "nvidia_driver_source=distribution"],
+                 id="distribution-branch-too-old"),
+    pytest.param({"nvidia_driver_branch": "590", "nvidia_driver_version": "590.10.01-1"}, [H100],
+                 ["driver 590.10.01 is older than 590.44.01", "nvidia_driver_version=590.10.01-1"],
+                 id="exact-version-too-old"),
+    pytest.param({"nvidia_driver_triton_container_tag": "24.01-vllm-python-py3"}, [H100],
+                 ["nvidia_driver_triton_container_tag=24.01-vllm-python-py3 is not in the driver table",
+                  "nvidia_driver_triton_containers_extra"], id="unknown-container"),
     pytest.param({"nvidia_driver_kernel_modules": "open"}, [H100, V100],
                  ["0000:00:07.0 (device 0x1db4) is older than Turing", "set nvidia_driver_kernel_modules to proprietary"],
                  id="open-modules-on-volta"),
@@ -77,7 +102,7 @@ def test_open_modules_on_hopper_pass(tmp_path):
     rc, out = run_preflight(tmp_path, {"nvidia_driver_kernel_modules": "open",
                                        "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
     assert rc == 0, out
-    assert "packages=nvidia-open-kernel-dkms" in out
+    assert "pin=nvidia-driver-pinning-590 packages=nvidia-open" in out
 
 
 def test_unsupported_os_is_refused(tmp_path):

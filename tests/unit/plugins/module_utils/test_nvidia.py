@@ -147,3 +147,38 @@ def test_h100_refusal_fixture_matches_the_check():
         recorded = handle.read()
     result = nvidia.check_driver_for_container("580.159.04", "25.12-vllm-python-py3", _role_table())
     assert recorded.startswith(result["reason"])
+
+
+@pytest.mark.parametrize("branch,version,tag,ok,via", [
+    ("590", "", "25.12-vllm-python-py3", True, "minimum"),
+    ("580", "", "25.12-vllm-python-py3", False, None),           # the old shipped default
+    ("580", "", "25.12-trtllm-python-py3", True, "minimum"),
+    ("535", "", "25.10-trtllm-python-py3", True, "forward_compat"),
+    ("550", "", "25.10-trtllm-python-py3", False, None),
+    ("590", "590.44.01-1", "25.12-vllm-python-py3", True, "minimum"),
+    ("590", "1:590.10.01-0ubuntu1", "25.12-vllm-python-py3", False, None),
+])
+def test_branch_check_before_install(branch, version, tag, ok, via):
+    result = nvidia.check_branch_for_container(branch, tag, _role_table(), True, version)
+    assert (result["ok"], result["via"]) == (ok, via), result["reason"]
+    assert tag in result["reason"]
+
+
+def _role_yaml(*parts):
+    with open(os.path.join(ROOT, "roles", "nvidia_driver", *parts)) as handle:
+        return yaml.safe_load(handle)
+
+
+OS_MATRIX = sorted(name[:-4] for name in os.listdir(os.path.join(ROOT, "roles", "nvidia_driver", "vars"))
+                   if "-" in name)
+
+
+@pytest.mark.parametrize("os_vars", OS_MATRIX)
+def test_default_branch_of_every_os_runs_the_default_container(os_vars):
+    """The role's defaults, on every OS of its matrix, install a driver that runs its default container."""
+    defaults = _role_yaml("defaults", "main.yml")
+    matrix = _role_yaml("vars", os_vars + ".yml")["_nvidia_driver_os"]
+    source = matrix["sources"][defaults["nvidia_driver_source"]]
+    result = nvidia.check_branch_for_container(source["default_branch"], defaults["nvidia_driver_triton_container_tag"],
+                                               _role_table(), defaults["nvidia_driver_forward_compat"])
+    assert result["ok"], "%s: %s" % (os_vars, result["reason"])
