@@ -16,4 +16,11 @@ if [[ "${inventory%/}" == "inventories/sandbox" ]]; then
   host_prerequisites
   scripts/sandbox.sh up
 fi
-exec ansible-playbook site.yml -i "${inventory}" "$@"
+# Task results as YAML (what ansible.cfg's `result_format = yaml` asks for; the
+# option's name is callback_result_format): the summary site.yml ends with then
+# shows its curl line as a shell runs it, not as an escaped JSON string.
+export ANSIBLE_CALLBACK_RESULT_FORMAT="${ANSIBLE_CALLBACK_RESULT_FORMAT:-yaml}"
+ansible-playbook site.yml -i "${inventory}" "$@"
+echo
+echo "ansible-playbook and this collection come from this checkout: run the day-2 playbooks above from"
+echo "${PWD} after: source .venv/bin/activate"

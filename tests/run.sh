@@ -9,15 +9,21 @@
 #   sanity       ansible-test sanity in an ansible_collections/onprem/triton tree
 #   unit         pytest tests/unit
 #   integration  pytest tests/integration
+#   deploy       the README's first command, `make deploy`, from cold (no sandbox
+#                left from an earlier run), then again: the recap must show
+#                changed=0 for every host; then the curl line its summary
+#                printed is run as printed and must get an answer; then the
+#                sandbox is torn down (Molecule `default` uses the same ports)
 #   molecule     every scenario under molecule/: create, converge, idempotence,
 #                verify (testinfra), destroy
-# `tests/run.sh STAGE...` runs only the named stages (setup and host always run).
+# `tests/run.sh STAGE...` runs only the named stages (setup, host and images
+# always run).
 # Exits non-zero when any stage fails.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 repo="$(pwd)"
 
-all_stages=(lint sanity unit integration molecule)
+all_stages=(lint sanity unit integration deploy molecule)
 if (($#)); then stages=("$@"); else stages=("${all_stages[@]}"); fi
 
 declare -a summary=()
@@ -119,6 +125,67 @@ integration() {
   pytest -q -rs tests/integration
 }
 
+# make deploy as a user runs it. The first run builds what is missing (the
+# sandbox host, the image tarball, the weights); the second must change nothing.
+deploy() {
+  local out="${repo}/tests/output/deploy" sandbox_dir="${ONPREM_TRITON_SANDBOX_DIR:-/tmp/onprem-triton-sandbox}"
+  local rc=0 start
+  mkdir -p "${out}" && rm -f "${out}"/*.log
+  # Cold: nothing kept from an earlier run (sandbox host, tarball, weights cache).
+  scripts/sandbox.sh down
+  rm -rf "${sandbox_dir}"
+  start=$(date +%s)
+  make deploy 2>&1 | tee "${out}/first.log"
+  rc=${PIPESTATUS[0]}
+  echo "deploy: first make deploy exit ${rc} in $(($(date +%s) - start))s"
+  if ((rc == 0)); then
+    start=$(date +%s)
+    make deploy 2>&1 | tee "${out}/second.log"
+    rc=${PIPESTATUS[0]}
+    echo "deploy: second make deploy exit ${rc} in $(($(date +%s) - start))s"
+  fi
+  ((rc == 0)) && { deploy_unchanged "${out}/second.log" || rc=1; }
+  ((rc == 0)) && { deploy_ask "${out}/second.log" || rc=1; }
+  scripts/sandbox.sh down
+  rm -rf "${sandbox_dir}"
+  return "${rc}"
+}
+
+# Every host of the second run's PLAY RECAP at changed=0; otherwise the tasks
+# that changed.
+deploy_unchanged() {
+  local log="$1" recap
+  recap="$(sed -n '/^PLAY RECAP/,/^$/p' "${log}" | grep -E '^[^ ].* : ok=')"
+  if [[ -z "${recap}" ]]; then
+    echo "deploy: no PLAY RECAP in the second run"; return 1
+  fi
+  echo "deploy: second run's recap:"; echo "${recap}"
+  if grep -qvE ' changed=0 ' <<<"${recap}"; then
+    echo "deploy: the second make deploy changed something (must be changed=0 for every host):"
+    awk '/^TASK \[/ {task = $0} /^changed: / {print task; print "    " $0}' "${log}"
+    return 1
+  fi
+}
+
+# The curl line the summary printed, run as printed from outside Ansible: the
+# answer must be a text_output that is not empty.
+deploy_ask() {
+  local log="$1" line answer
+  line="$(grep -m1 -E '^ +curl ' "${log}" | sed -E 's/^ +//')"
+  if [[ -z "${line}" ]]; then
+    echo "deploy: the summary printed no curl line"; return 1
+  fi
+  echo "deploy: running the summary's curl line:"; echo "${line}"
+  answer="$(timeout 120 bash -c "${line}")" || { echo "deploy: curl failed: ${answer}"; return 1; }
+  echo "deploy: the server answered: ${answer}"
+  python3 -c 'import json, sys
+answer = json.loads(sys.argv[1])
+text = answer.get("text_output")
+if "error" in answer or not isinstance(text, str) or not text.strip():
+    sys.exit("deploy: no answer in that reply")
+print("deploy: text_output:%s" % text)' "${answer}"
+}
+
 molecule_all() {
   local scenario rc=0
   for scenario in $(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort); do
@@ -141,6 +208,7 @@ for stage in "${stages[@]}"; do
     sanity) run_stage sanity sanity ;;
     unit) run_stage unit unit ;;
     integration) run_stage integration integration ;;
+    deploy) run_stage deploy deploy ;;
     molecule) molecule_all ;;
     *) echo "unknown stage ${stage}"; failed=$((failed + 1)) ;;
   esac
