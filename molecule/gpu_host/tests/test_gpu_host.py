@@ -1,20 +1,63 @@
-"""Real state of the converged GPU host instance (Debian 12, no GPU)."""
+"""Real state of the converged GPU host instance (Debian 12, no GPU).
+
+The repositories are the fixtures of tests/fixtures/apt_repo: the CUDA stand-in offers the
+driver at 590.48.01-1 and a newer 610.43.02-1, the libnvidia-container stand-in the toolkit
+at 1.17.7-1 and a newer 1.17.8-1 (molecule.yml). The exact versions below are those the
+role must choose against those newer ones.
+"""
 import json
 
 TOOLKIT = ["nvidia-container-toolkit", "nvidia-container-toolkit-base",
            "libnvidia-container-tools", "libnvidia-container1"]
-DRIVER = ["nvidia-kernel-dkms", "nvidia-smi", "libcuda1", "nvidia-persistenced"]
+TOOLKIT_VERSION = "1.17.7-1"       # nvidia_container_toolkit_version
+TOOLKIT_NEWEST = "1.17.8-1"
+# The role's default path on Debian 12: cuda_repo, branch 590, proprietary modules.
+BRANCH_PIN = "nvidia-driver-pinning-590"
+DRIVER = "cuda-drivers"
+DRIVER_VERSION = "590.48.01-1"     # the newest of branch 590 in the repository
+DRIVER_NEWEST = "610.43.02-1"      # newer, outside the branch: the pin must keep it out
+# What cuda-drivers pulls in at its own version (the fixture's dependencies).
+DRIVER_DEPENDENCIES = ["libnvidia-ml1", "nvidia-persistenced"]
 
 
 def held(host):
     return set(host.check_output("apt-mark showhold").split())
 
 
-def test_driver_packages_installed_and_held(host):
-    for name in DRIVER:
-        assert host.package(name).is_installed, name
-        assert host.package(name).version.startswith("535."), name
-    assert set(DRIVER) <= held(host)
+def versions_offered(host, name):
+    return set(host.check_output("apt-cache madison %s | awk -F'|' '{print $2}'", name).split())
+
+
+def installed_version(host, name):
+    """dpkg's own record: the version installed, or None (testinfra's .version would raise)."""
+    out = host.run("dpkg-query -W -f='${db:Status-Status} ${Version}' %s", name).stdout.split()
+    return out[1] if out[:1] == ["installed"] else None
+
+
+def test_repository_offers_a_driver_newer_than_the_branch(host):
+    # The precondition that makes the next test mean something.
+    assert {DRIVER_VERSION, DRIVER_NEWEST} <= versions_offered(host, DRIVER)
+
+
+def test_branch_pinning_package_installed_held_and_pins_590(host):
+    assert installed_version(host, BRANCH_PIN) is not None
+    assert BRANCH_PIN in held(host)
+    assert installed_version(host, "nvidia-driver-pinning-610") is None
+    assert "Pin: version 590.*" in host.file("/etc/apt/preferences.d/" + BRANCH_PIN).content_string
+
+
+def test_driver_installed_from_the_pinned_branch_and_held(host):
+    assert installed_version(host, DRIVER) == DRIVER_VERSION
+    for name in DRIVER_DEPENDENCIES:
+        assert installed_version(host, name) == DRIVER_VERSION, name
+    assert DRIVER in held(host)
+
+
+def test_driver_repository_is_keyring_signed(host):
+    source = host.file("/etc/apt/sources.list.d/nvidia-cuda.sources").content_string
+    assert "URIs: http://127.0.0.1:18201/cuda" in source
+    assert "Signed-By: /etc/apt/keyrings/nvidia-cuda.asc" in source
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in host.file("/etc/apt/keyrings/nvidia-cuda.asc").content_string
 
 
 def test_driver_kept_out_of_unattended_upgrades(host):
@@ -60,16 +103,15 @@ def test_daemon_json_merged_and_custom_keys_survive(host):
 
 
 def test_toolkit_pinned_below_newest_and_held(host):
-    candidate = host.check_output("apt-cache policy nvidia-container-toolkit")
-    assert "Candidate: 1.17.8-1" in candidate or "1.17.8-1" in candidate  # a newer one is offered
+    assert {TOOLKIT_VERSION, TOOLKIT_NEWEST} <= versions_offered(host, "nvidia-container-toolkit")
     for name in TOOLKIT:
-        assert host.package(name).version == "1.17.7-1", name
+        assert installed_version(host, name) == TOOLKIT_VERSION, name
     assert set(TOOLKIT) <= held(host)
 
 
 def test_toolkit_repository_is_keyring_signed_and_legacy_list_gone(host):
     source = host.file("/etc/apt/sources.list.d/nvidia-container-toolkit.sources").content_string
-    assert "URIs: http://127.0.0.1:18201" in source
+    assert "URIs: http://127.0.0.1:18201/libnvidia-container" in source
     assert "Signed-By: /etc/apt/keyrings/nvidia-container-toolkit.asc" in source
     assert "BEGIN PGP PUBLIC KEY BLOCK" in host.file("/etc/apt/keyrings/nvidia-container-toolkit.asc").content_string
     assert not host.file("/etc/apt/sources.list.d/nvidia-docker.list").exists
@@ -77,5 +119,5 @@ def test_toolkit_repository_is_keyring_signed_and_legacy_list_gone(host):
 
 def test_cdi_spec_generated_for_the_installed_driver(host):
     lib = host.file("/etc/cdi/nvidia.yaml.driver").content_string.strip()
-    assert lib.endswith(host.package("libnvidia-ml1").version.split("-")[0])
+    assert lib.endswith("/libnvidia-ml.so." + DRIVER_VERSION.split("-")[0])
     assert "hostPath: " + lib in host.file("/etc/cdi/nvidia.yaml").content_string
