@@ -3,11 +3,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """Talking to a Triton Inference Server for onprem.triton.triton_check.
 
-TritonProbe hides which protocol is used (tritonclient HTTP or gRPC for the
-health, model and repository APIs; gRPC streaming, or HTTP generate /
-generate_stream, for generation) and turns every failure into a ProbeError
-whose `kind` says what went wrong (connection_refused, tls, timeout,
-forbidden, unknown_model, bad_request, server_error).
+TritonProbe hides which protocol is used and turns every failure into a
+ProbeError whose `kind` says what went wrong (connection_refused, tls,
+timeout, forbidden, unknown_model, bad_request, server_error).
+
+HTTP needs only the Python standard library and ansible's module_utils: the
+KServe v2 REST endpoints of Triton (health, server metadata, model ready and
+config, repository index) and its generate / generate_stream extension, with
+urllib (open_url for TLS). It is what runs on a host whose python3 has
+nothing installed. gRPC needs tritonclient[grpc] and numpy, imported on first
+use (grpc_import_error() says whether they are there).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -18,24 +23,14 @@ import json
 import queue
 import socket
 import ssl
+import sys
 import time
+import traceback
 
 from ansible.module_utils.six.moves.urllib import request as urllib_request
 from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.six.moves.urllib.parse import quote
 from ansible.module_utils.urls import open_url
-
-TRITONCLIENT_IMPORT_ERROR = None
-try:
-    import numpy as np
-    import tritonclient.grpc as grpcclient
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-except ImportError as import_error:  # the module reports it with missing_required_lib
-    TRITONCLIENT_IMPORT_ERROR = import_error
-    np = grpcclient = httpclient = None
-
-    class InferenceServerException(Exception):
-        """Placeholder so `except` clauses stay valid without tritonclient."""
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 # Triton is reached directly (like tritonclient does), never through a proxy.
@@ -55,6 +50,31 @@ _DATATYPES = {
 }
 
 
+def _grpc_modules():
+    """(tritonclient.grpc, numpy), imported on first use: only protocol grpc needs them."""
+    import tritonclient.grpc  # pylint: disable=import-outside-toplevel
+    import numpy  # pylint: disable=import-outside-toplevel
+    return tritonclient.grpc, numpy
+
+
+def grpc_import_error():
+    """None when protocol grpc can be used, else the traceback of the failed
+    import of tritonclient[grpc] or numpy (for missing_required_lib)."""
+    try:
+        _grpc_modules()
+    except ImportError:
+        return traceback.format_exc()
+    return None
+
+
+def _is_tritonclient_error(error):
+    """Whether `error` is tritonclient's InferenceServerException (which can
+    only exist when tritonclient was imported)."""
+    utils = sys.modules.get("tritonclient.utils")
+    exception = getattr(utils, "InferenceServerException", None)
+    return exception is not None and isinstance(error, exception)
+
+
 class ProbeError(Exception):
     """A failure talking to Triton, classified by `kind`."""
 
@@ -69,12 +89,12 @@ def _first_line(text):
 
 
 def classify(error, where=""):
-    """A ProbeError for any exception raised by tritonclient, urllib or sockets."""
+    """A ProbeError for any exception raised by tritonclient (gRPC), urllib (HTTP) or sockets."""
     if isinstance(error, ProbeError):
         return error
     prefix = where + ": " if where else ""
     text = str(error)
-    if isinstance(error, InferenceServerException):
+    if _is_tritonclient_error(error):
         status = str(error.status() or "")
         text = error.message() or text
         lowered = text.lower()
@@ -227,8 +247,15 @@ def _decode_text(array):
     return "".join(i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in items)
 
 
+def _model_path(name, version, endpoint):
+    """/v2/models/<name>[/versions/<version>]/<endpoint>, the name and version URL-quoted."""
+    return "/v2/models/%s%s/%s" % (quote(name, safe=""), "/versions/%s" % quote(str(version), safe="")
+                                   if version else "", endpoint)
+
+
 class TritonProbe:
-    """One Triton server, over HTTP or gRPC, with optional TLS and headers."""
+    """One Triton server, over HTTP or gRPC, with optional TLS and headers.
+    HTTP: the standard library only; gRPC: tritonclient[grpc] and numpy."""
 
     def __init__(self, url=None, protocol="http", headers=None, tls=False, ca_cert=None, client_cert=None,
                  client_key=None, validate_certs=True, request_timeout=60.0):
@@ -246,27 +273,17 @@ class TritonProbe:
         self.request_timeout = float(request_timeout)
         self._client = None
 
-    # -- tritonclient ------------------------------------------------------
+    # -- gRPC: tritonclient ------------------------------------------------
     def client(self):
         if self._client is None:
             self._client = self.new_client()
         return self._client
 
     def new_client(self):
-        if self.protocol == "grpc":
-            return grpcclient.InferenceServerClient(
-                self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
-                certificate_chain=self.client_cert)
-        ssl_options = {}
-        if self.ca_cert:
-            ssl_options["ca_certs"] = self.ca_cert
-        if self.client_cert:
-            ssl_options["certfile"] = self.client_cert
-        if self.client_key:
-            ssl_options["keyfile"] = self.client_key
-        return httpclient.InferenceServerClient(
-            self.url, ssl=self.tls, ssl_options=ssl_options or None, insecure=not self.validate_certs,
-            connection_timeout=self.request_timeout, network_timeout=self.request_timeout)
+        grpcclient = _grpc_modules()[0]
+        return grpcclient.InferenceServerClient(
+            self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
+            certificate_chain=self.client_cert)
 
     def close(self):
         if self._client is not None:
@@ -277,39 +294,91 @@ class TritonProbe:
             self._client = None
 
     def _call(self, what, method, *args, **kwargs):
-        kwargs["headers"] = self.headers
-        if self.protocol == "grpc":
-            kwargs["client_timeout"] = self.request_timeout
         try:
-            return getattr(self.client(), method)(*args, **kwargs)
+            return getattr(self.client(), method)(*args, headers=self.headers, client_timeout=self.request_timeout,
+                                                  **kwargs)
         except Exception as error:  # pylint: disable=broad-except
-            # A broken connection leaves the HTTP client unusable: start afresh next time.
+            # A broken connection can leave the client unusable: start afresh next time.
             self.close()
             raise classify(error, what)
 
+    # -- HTTP: the KServe v2 REST endpoints, standard library only ----------
+    def _open(self, method, path, data=None, headers=None):
+        """The response to one request; raises HTTPError for a status other than 2xx."""
+        url = "%s://%s%s" % ("https" if self.tls else "http", self.url, path)
+        all_headers = dict(self.headers)
+        all_headers.update(headers or {})
+        if self.tls:
+            return open_url(url, data=data, headers=all_headers, method=method, validate_certs=self.validate_certs,
+                            ca_path=self.ca_cert, client_cert=self.client_cert, client_key=self.client_key,
+                            timeout=self.request_timeout, use_proxy=False)
+        # Plain HTTP: open_url would load the system CA store for nothing (~80 ms a request).
+        request = urllib_request.Request(url, data=data, headers=all_headers, method=method)
+        return _PLAIN_OPENER.open(request, timeout=self.request_timeout)
+
+    def _http_json(self, what, method, path, body=None):
+        """The JSON answer of a REST call; Triton's {"error": ...} of a failed
+        one ends up in the ProbeError's message (classify reads it)."""
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        try:
+            response = self._open(method, path, data, headers)
+            try:
+                return json.loads(response.read().decode("utf-8"))
+            finally:
+                response.close()
+        except Exception as error:  # pylint: disable=broad-except
+            raise classify(error, what)
+
+    def _http_health(self, what, path):
+        """A health endpoint: True on 200. Triton answers "not live / not
+        ready" (and a model it does not know) with 400 and no body; like
+        tritonclient's is_*_ready, every status but 200 is False - except 401
+        and 403, a missing header of a restricted API or a gateway's refusal,
+        which no wait cures: those raise (forbidden)."""
+        try:
+            response = self._open("GET", path)
+        except HTTPError as error:
+            if error.code in (401, 403):
+                raise classify(error, what)
+            error.close()
+            return False
+        except Exception as error:  # pylint: disable=broad-except
+            raise classify(error, what)
+        response.close()
+        return response.getcode() == 200
+
+    # -- health, metadata, model and repository APIs ---------------------------
     def server_live(self):
-        return bool(self._call("server live", "is_server_live"))
+        if self.protocol == "grpc":
+            return bool(self._call("server live", "is_server_live"))
+        return self._http_health("server live", "/v2/health/live")
 
     def server_ready(self):
-        return bool(self._call("server ready", "is_server_ready"))
+        if self.protocol == "grpc":
+            return bool(self._call("server ready", "is_server_ready"))
+        return self._http_health("server ready", "/v2/health/ready")
 
     def server_metadata(self):
         if self.protocol == "grpc":
             return self._call("server metadata", "get_server_metadata", as_json=True)
-        return self._call("server metadata", "get_server_metadata")
+        return self._http_json("server metadata", "GET", "/v2")
 
     def model_ready(self, name, version=""):
-        return bool(self._call("model %s ready" % name, "is_model_ready", name, version))
+        if self.protocol == "grpc":
+            return bool(self._call("model %s ready" % name, "is_model_ready", name, version))
+        return self._http_health("model %s ready" % name, _model_path(name, version, "ready"))
 
     def model_config(self, name, version=""):
         if self.protocol == "grpc":
             return self._call("model %s config" % name, "get_model_config", name, version, as_json=True)["config"]
-        return self._call("model %s config" % name, "get_model_config", name, version)
+        return self._http_json("model %s config" % name, "GET", _model_path(name, version, "config"))
 
     def repository_index(self):
+        """[{name, version, state, reason}] of every model in the repository."""
         if self.protocol == "grpc":
             return self._call("repository index", "get_model_repository_index", as_json=True).get("models", [])
-        return self._call("repository index", "get_model_repository_index")
+        return self._http_json("repository index", "POST", "/v2/repository/index", body={})
 
     # -- generation --------------------------------------------------------
     def generate(self, name, version, config, prompt, sampling_parameters, stream=True, extra_inputs=None):
@@ -323,7 +392,9 @@ class TritonProbe:
             return self._grpc_infer(name, version, config, values)
         return self._http_generate(name, version, values, stream=decoupled and stream)
 
-    def _grpc_inputs(self, config, values):
+    @staticmethod
+    def _grpc_inputs(config, values):
+        grpcclient, np = _grpc_modules()
         inputs = []
         for name, value in values.items():
             datatype, dtype, shape = _tensor_spec(config, name, value)
@@ -342,9 +413,7 @@ class TritonProbe:
 
     def _grpc_infer(self, name, version, config, values):
         generation = Generation("grpc_infer")
-        client = grpcclient.InferenceServerClient(
-            self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
-            certificate_chain=self.client_cert)
+        client = self.new_client()
         started = time.monotonic()
         try:
             result = client.infer(name, self._grpc_inputs(config, values), model_version=version,
@@ -361,9 +430,7 @@ class TritonProbe:
         generation = Generation("grpc_stream")
         answers = queue.Queue()
         # A client per request: a gRPC client holds a single stream.
-        client = grpcclient.InferenceServerClient(
-            self.url, ssl=self.tls, root_certificates=self.ca_cert, private_key=self.client_key,
-            certificate_chain=self.client_cert)
+        client = self.new_client()
         try:
             client.start_stream(callback=lambda result, error: answers.put((result, error)),
                                 stream_timeout=self.request_timeout, headers=self.headers)
@@ -409,16 +476,12 @@ class TritonProbe:
         client.close()
 
     def _http_generate(self, name, version, values, stream):
-        scheme = "https" if self.tls else "http"
         endpoint = "generate_stream" if stream else "generate"
-        path = "/v2/models/%s%s/%s" % (name, "/versions/%s" % version if version else "", endpoint)
-        generation = Generation("generate_stream" if stream else "generate")
-        headers = dict(self.headers)
-        headers["Content-Type"] = "application/json"
+        generation = Generation(endpoint)
         started = time.monotonic()
         try:
-            response = self._post("%s://%s%s" % (scheme, self.url, path), json.dumps(values).encode("utf-8"),
-                                  headers)
+            response = self._open("POST", _model_path(name, version, endpoint), json.dumps(values).encode("utf-8"),
+                                  {"Content-Type": "application/json"})
             try:
                 if stream:
                     self._read_events(response, generation, started, name)
@@ -432,15 +495,6 @@ class TritonProbe:
             raise classify(error, "generate on %s" % name)
         generation.latency_s = time.monotonic() - started
         return generation
-
-    def _post(self, url, data, headers):
-        if self.tls:
-            return open_url(url, data=data, headers=headers, method="POST", validate_certs=self.validate_certs,
-                            ca_path=self.ca_cert, client_cert=self.client_cert, client_key=self.client_key,
-                            timeout=self.request_timeout, use_proxy=False)
-        # Plain HTTP: open_url would load the system CA store for nothing (~80 ms a request).
-        request = urllib_request.Request(url, data=data, headers=headers, method="POST")
-        return _PLAIN_OPENER.open(request, timeout=self.request_timeout)
 
     @staticmethod
     def _add_http_answer(answer, generation, started, name):

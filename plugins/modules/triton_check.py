@@ -13,9 +13,10 @@ module: triton_check
 short_description: Check that a Triton Inference Server really serves its models, and how fast
 version_added: "0.1.0"
 description:
-  - Reads the state of a Triton Inference Server over HTTP or gRPC with C(tritonclient)
-    (server live and ready, each model ready, its config, the repository index with the
-    reason of every C(UNAVAILABLE) model), then asks each model to generate and checks the answer.
+  - Reads the state of a Triton Inference Server over HTTP (its KServe v2 REST API, with the
+    Python standard library) or gRPC (with C(tritonclient)) - server live and ready, each model
+    ready, its config, the repository index with the reason of every C(UNAVAILABLE) model - then
+    asks each model to generate and checks the answer.
   - Decoupled models (the vLLM backend, TensorRT-LLM in decoupled mode) are streamed over gRPC
     (C(start_stream), final response flag) or HTTP C(generate_stream) (server-sent events); other
     models are asked over gRPC C(infer) or HTTP C(generate).
@@ -26,11 +27,14 @@ description:
     fails when a threshold is crossed. An optional concurrency probe sends O(concurrency)
     requests at once and reports p50 and p95 latency and throughput.
   - It only reads and generates, so it never reports a change and runs the same in check mode.
-  - The module runs on the target host, so the Python there needs C(tritonclient[http,grpc]).
+  - The module runs on the target host. With O(protocol=http) (the default) it needs nothing beyond
+    the Python that Ansible already uses there; with O(protocol=grpc) that Python needs
+    C(tritonclient[grpc]) and numpy.
 author:
   - onprem.triton maintainers (@onprem-triton)
 requirements:
-  - tritonclient[http,grpc] (2.40 or later) and numpy, on the host that runs the module
+  - For O(protocol=grpc) only, on the host that runs the module, C(tritonclient[grpc]) (2.40 or later) and
+    C(numpy). O(protocol=http) needs only the Python standard library.
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -46,7 +50,11 @@ options:
       - Defaults to C(127.0.0.1:8000) for HTTP and C(127.0.0.1:8001) for gRPC.
     type: str
   protocol:
-    description: Protocol for every request.
+    description:
+      - Protocol for every request.
+      - V(http) uses only the Python standard library (urllib), so any host with the Python that Ansible
+        uses can run it.
+      - V(grpc) needs C(tritonclient[grpc]) and C(numpy) on the host that runs the module.
     type: str
     choices: [http, grpc]
     default: http
@@ -65,7 +73,8 @@ options:
     type: path
   validate_certs:
     description:
-      - Verify the server certificate over HTTPS. gRPC over TLS always verifies it (give O(ca_cert)).
+      - Verify the server certificate over HTTPS (the system CA store, or O(ca_cert)). gRPC over TLS always
+        verifies it (give O(ca_cert)).
     type: bool
     default: true
   headers:
@@ -433,9 +442,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.onprem.triton.plugins.module_utils.triton_probe import (
-    TRITONCLIENT_IMPORT_ERROR,
     ProbeError,
     TritonProbe,
+    grpc_import_error,
     percentile,
 )
 
@@ -754,9 +763,12 @@ def validate(params):
 
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if TRITONCLIENT_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("tritonclient[http,grpc]"),
-                         exception=str(TRITONCLIENT_IMPORT_ERROR))
+    if module.params["protocol"] == "grpc":
+        import_error = grpc_import_error()
+        if import_error is not None:
+            module.fail_json(msg=missing_required_lib("tritonclient[grpc]", reason="by protocol: grpc (with numpy)")
+                             + ". Or set protocol: http, which needs nothing beyond this Python's standard library.",
+                             exception=import_error)
     errors = validate(module.params)
     if errors:
         module.fail_json(msg="; ".join(errors))

@@ -152,6 +152,28 @@ def test_bad_arguments_fail_naming_the_option(args, message):
     assert result["failed"] and message in result["msg"]
 
 
+def _without_tritonclient(monkeypatch):
+    """Makes importing tritonclient and numpy fail, as on a host that has neither."""
+    for name in ("tritonclient", "tritonclient.grpc", "tritonclient.http", "tritonclient.utils", "numpy"):
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_grpc_without_tritonclient_fails_naming_the_option(monkeypatch):
+    _without_tritonclient(monkeypatch)
+    result = run_main({"protocol": "grpc", "url": "127.0.0.1:1"})
+    assert result["failed"] and "Failed to import the required Python library (tritonclient[grpc])" in result["msg"]
+    assert "required by protocol: grpc (with numpy)" in result["msg"]
+    assert "Or set protocol: http, which needs nothing beyond this Python's standard library." in result["msg"]
+
+
+def test_http_without_tritonclient_talks_to_the_server(monkeypatch):
+    _without_tritonclient(monkeypatch)
+    result = run_main({"url": "127.0.0.1:1", "wait_timeout": 0, "models": [{"name": "m"}]})
+    # No missing-library failure: it reached for the server, which is not there.
+    assert result["failed"] and result["error_kind"] == "connection_refused", result["msg"]
+    assert "server live: connection refused" in result["msg"]
+
+
 # -- waiting, against a scripted probe (network faults simulated) ---------------
 class ScriptedProbe:
     """Answers readiness calls from a script of states; raises the scripted fault."""
