@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +150,13 @@ def test_model_still_loading_is_waited_for(server, tmp_path):
     loader = threading.Thread(target=client.load_model, args=("slow",))
     loader.start()
     try:
+        # Check once the load has begun: before, the index says "never loaded", which stops the wait at once.
+        watcher = httpclient.InferenceServerClient(server.http_url)  # a client is not shared between threads
+        deadline = time.monotonic() + 10
+        while not any(e["name"] == "slow" and e.get("state") for e in watcher.get_model_repository_index()):
+            assert time.monotonic() < deadline, "the load of 'slow' did not begin"
+            time.sleep(0.01)
+        watcher.close()
         result = check(server, "grpc", tmp_path, models=[{"name": "slow"}], wait_timeout=30)
     finally:
         loader.join()
