@@ -4,6 +4,8 @@ import json
 import requests
 
 HTTP = "http://127.0.0.1:18500"
+# triton_server_name is "sandbox" (inventories/sandbox)
+STATE_DIR = "/var/lib/triton-server/sandbox"
 
 
 def test_docker_runs_with_the_merged_nested_settings(host):
@@ -59,3 +61,11 @@ def test_the_served_model_answers_a_real_prompt():
     )
     assert answer.status_code == 200, answer.text
     assert answer.json()["text_output"].endswith(" the sea is wide")
+
+
+def test_the_gate_ran_on_the_host_with_only_its_python(host):
+    """The sandbox leaves triton_server_gate_delegate_to at its default (the host itself): the
+    gate that passed during converge ran on a python3 with no tritonclient, as a GPU host has."""
+    assert host.run("python3 -c 'import tritonclient'").rc != 0
+    assert host.run("python3 -c 'import numpy'").rc != 0
+    assert host.file(STATE_DIR + "/last-good.json").is_file, "no last-good record: the gate did not pass"
