@@ -88,6 +88,37 @@ TRTLLM_DEFAULTS = {
     "build_args": [],
     # LLM-API layout: keys passed to the LLM API in 1/model.yaml
     "llmapi_args": {},
+    # MiB each of its GPUs holds before the KV cache: weights / tensor_parallel_size plus
+    # activations (turns the plan's share into kv_cache_free_gpu_mem_fraction, see plan_gpu_memory)
+    "weights_mib": None,
+}
+# LLM-API layout (TRT-LLM 1.1.0 all_models/llmapi/tensorrt_llm): the inputs its config.pbtxt
+# declares and 1/helpers.py reads (sampling_param_<SamplingParams field>, return_*) -> data type.
+# An input of another name is ignored upstream; the role refuses to render one.
+LLMAPI_INPUTS = {
+    "text_input": "TYPE_STRING", "image_url": "TYPE_STRING", "streaming": "TYPE_BOOL",
+    "sampling_param_best_of": "TYPE_INT32", "sampling_param_temperature": "TYPE_FP32",
+    "sampling_param_top_k": "TYPE_INT32", "sampling_param_top_p": "TYPE_FP32",
+    "sampling_param_frequency_penalty": "TYPE_FP32", "sampling_param_presence_penalty": "TYPE_FP32",
+    "sampling_param_max_tokens": "TYPE_INT32", "sampling_param_stop": "TYPE_STRING",
+    "sampling_param_seed": "TYPE_UINT64", "sampling_param_exclude_input_from_output": "TYPE_BOOL",
+    "sampling_param_return_perf_metrics": "TYPE_BOOL", "return_finish_reason": "TYPE_BOOL",
+    "return_stop_reason": "TYPE_BOOL", "return_cumulative_logprob": "TYPE_BOOL", "stop": "TYPE_BOOL",
+    "lora_id": "TYPE_UINT64", "lora_name": "TYPE_STRING", "lora_path": "TYPE_STRING", "lora_ckpt_source": "TYPE_STRING",
+}
+# Engine build: each family's convert_checkpoint.py (TRT-LLM 1.1.0 examples/models/core/<dir>)
+# and the flags it takes. llama and qwen: --model_dir --output_dir --dtype --tp_size; mistral is
+# converted by the llama script; gemma: --model-dir --output-model-dir --world-size (no
+# --tp_size) and --ckpt-type (no default: hf for a Hugging Face folder).
+TRTLLM_FAMILIES = {
+    "llama": {"dir": "llama", "model_dir": "--model_dir", "output_dir": "--output_dir", "parallel": "--tp_size",
+              "extra": []},
+    "mistral": {"dir": "llama", "model_dir": "--model_dir", "output_dir": "--output_dir", "parallel": "--tp_size",
+                "extra": []},
+    "qwen": {"dir": "qwen", "model_dir": "--model_dir", "output_dir": "--output_dir", "parallel": "--tp_size",
+             "extra": []},
+    "gemma": {"dir": "gemma", "model_dir": "--model-dir", "output_dir": "--output-model-dir", "parallel": "--world-size",
+              "extra": ["--ckpt-type", "hf"]},
 }
 TRTLLM_QUANTIZATIONS = ("int8_weight_only", "int4_weight_only", "int4_awq", "w4a8_awq", "fp8",
                         "smoothquant")
@@ -366,6 +397,15 @@ def _normalize_trtllm(model, index, settings):
         trt[key] = [str(arg) for arg in trt[key]]
     if not isinstance(trt["llmapi_args"], dict):
         raise ModelRepositoryError(where("llmapi_args"), "must be a dict of LLM API arguments")
+    if "triton_config" in trt["llmapi_args"]:
+        raise ModelRepositoryError(where("llmapi_args.triton_config"), "is rendered from trtllm.decoupled (the model's "
+                                   "auto_complete_config takes the decoupled policy from it; config.pbtxt must agree)")
+    if trt["model_family"] not in TRTLLM_FAMILIES:
+        raise ModelRepositoryError(where("model_family"), "no convert_checkpoint.py flags known for %r (known: %s)"
+                                   % (trt["model_family"], ", ".join(sorted(TRTLLM_FAMILIES))))
+    trt["converter"] = copy.deepcopy(TRTLLM_FAMILIES[trt["model_family"]])
+    if trt["weights_mib"] is not None:
+        trt["weights_mib"] = _int(trt["weights_mib"], where("weights_mib"), 1)
     if trt["max_input_len"] > trt["max_seq_len"]:
         raise ModelRepositoryError(where("max_input_len"), "(%d) exceeds max_seq_len (%d)"
                                    % (trt["max_input_len"], trt["max_seq_len"]))
@@ -442,13 +482,35 @@ def plan_gpu_memory(models, gpus, budget):
                                                int(budget * gpu["memory_total_mib"])))
         plan.append({"index": gpu["index"], "memory_total_mib": gpu["memory_total_mib"], "total_share": total,
                      "models": dict((m["name"], shares[m["name"]]) for m in users)})
-    for model in models:
+    for position, model in enumerate(models):
         model["gpu_memory_share"] = shares[model["name"]]
         if model["backend"] == "vllm":
             model["gpu_memory_utilization"] = shares[model["name"]]
         else:
-            model["trtllm"]["kv_cache_free_gpu_mem_fraction"] = shares[model["name"]]
+            smallest = min(by_index[gpu]["memory_total_mib"] for gpu in model["gpus"])
+            model["trtllm"]["kv_cache_free_gpu_mem_fraction"] = kv_cache_fraction(
+                shares[model["name"]], smallest, model["trtllm"]["weights_mib"], _var(position, "trtllm.weights_mib"))
     return plan
+
+
+def kv_cache_fraction(share, gpu_mib, weights_mib, where="weights_mib"):
+    """TRT-LLM's kv_cache_free_gpu_mem_fraction (and the LLM API's
+    kv_cache_config.free_gpu_memory_fraction) is a share of the memory FREE once the
+    weights and activations are loaded, not of the whole GPU. For the model to stay within
+    `share` of a GPU of `gpu_mib` holding `weights_mib` of weights and activations:
+        weights + fraction * (gpu - weights) <= share * gpu
+        fraction = (share * gpu - weights) / (gpu - weights)
+    The free memory is taken as if the model loaded first (gpu - weights): a model loaded
+    after others sees less free memory and takes less, never more. Without weights_mib the
+    weights are unknown and the fraction is the share itself (the model then takes up to
+    weights * (1 - share) more than its share)."""
+    if weights_mib is None:
+        return share
+    if weights_mib >= share * gpu_mib:
+        raise ModelRepositoryError(where, "%d MiB of weights and activations leave no KV cache in its share %.2f of a "
+                                   "%d MiB GPU (%d MiB): give it a larger share or more GPUs"
+                                   % (weights_mib, share, gpu_mib, int(share * gpu_mib)))
+    return round((share * gpu_mib - weights_mib) / float(gpu_mib - weights_mib), 4)
 
 
 # --- rendering ---------------------------------------------------------------
@@ -567,12 +629,32 @@ def validate(models, files):
         if model["backend"] == "vllm":
             _validate_vllm(model, configs[model["name"]], files, where)
         elif model["trtllm"]["layout"] == "llmapi":
-            config = configs[model["name"]]
-            _require(config.backend == "python", where, "the LLM-API model must use the python backend")
+            _validate_llmapi(model, configs[model["name"]], files, where)
         else:
             _validate_trtllm(model, configs, where)
     return dict((name, {"backend": config.backend or config.platform, "max_batch_size": config.max_batch_size,
                         "decoupled": config.model_transaction_policy.decoupled}) for name, config in configs.items())
+
+
+def _validate_llmapi(model, config, files, where):
+    """What TRT-LLM 1.1.0's llmapi/tensorrt_llm/1/model.py needs of config.pbtxt and model.yaml."""
+    _require(config.backend == "python", where, "the LLM-API model must use the python backend")
+    from tritonclient.grpc import model_config_pb2
+    for tensor in config.input:
+        type_name = model_config_pb2.DataType.Name(tensor.data_type)
+        _require(tensor.name in LLMAPI_INPUTS, where, "input %s is not read by the LLM-API model (TRT-LLM 1.1.0 "
+                 "llmapi/tensorrt_llm/1/helpers.py reads sampling_param_<name>)" % tensor.name)
+        _require(type_name == LLMAPI_INPUTS[tensor.name], where, "input %s is %s, upstream declares %s"
+                 % (tensor.name, type_name, LLMAPI_INPUTS[tensor.name]))
+    # auto_complete_config sets the decoupled policy from model.yaml's triton_config.
+    import yaml
+    args = yaml.safe_load(files["%s/1/model.yaml" % model["name"]])
+    triton_config = args.get("triton_config") or {}
+    _require(bool(triton_config.get("decoupled")) == config.model_transaction_policy.decoupled, where,
+             "model.yaml triton_config.decoupled %s differs from config.pbtxt's decoupled %s (the load fails: trying "
+             "to change decoupled property)" % (triton_config.get("decoupled"), config.model_transaction_policy.decoupled))
+    _require(int(triton_config.get("max_batch_size", -1)) == config.max_batch_size, where,
+             "model.yaml triton_config.max_batch_size differs from config.pbtxt's")
 
 
 def _validate_vllm(model, config, files, where):
@@ -654,7 +736,18 @@ def build_plan(models, gpu_info, gpu_override, settings, templates_dir, all_mode
     model_dirs = dict((m["name"], [m["name"]] + sorted(m["parts"].values())) for m in normalized)
     return {"files": files, "copies": copies, "load_models": load_models, "gpu_plan": plan, "configs": summary,
             "engines": engines, "model_dirs": model_dirs,
-            "needs_trtllm_models": any(m["backend"] == "tensorrtllm" for m in normalized)}
+            "needs_trtllm_models": any(m["backend"] == "tensorrtllm" for m in normalized),
+            "trtllm_orchestrator": trtllm_orchestrator(normalized)}
+
+
+def trtllm_orchestrator(models):
+    """Names of the in-flight batching TRT-LLM models with tensor parallelism > 1: the C++
+    tensorrtllm backend runs one MPI rank per GPU, and a server started as plain
+    `tritonserver` (not launch_triton_server.py --world_size N under mpirun) runs them only in
+    orchestrator mode: TRTLLM_ORCHESTRATOR=1 in the server's environment, the backend then
+    spawns the workers. The LLM-API layout starts its own workers (LLM API MPI session)."""
+    return [m["name"] for m in models if m["backend"] == "tensorrtllm" and m["trtllm"]["layout"] == "inflight_batcher"
+            and m["tensor_parallel_size"] > 1]
 
 
 def files_of(directory):

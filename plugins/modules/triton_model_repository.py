@@ -35,7 +35,9 @@ options:
     choices: [present, rollback]
     default: present
   files:
-    description: Files to write, relative path inside the repository to text content.
+    description:
+      - Files to write, relative path inside the repository to text content.
+      - A file here replaces the file of the same path in a folder of O(copies) (the role's model.yaml wins over upstream's).
     type: dict
     default: {}
   copies:
@@ -188,8 +190,8 @@ class ModelRepository:
 
     def desired_content(self):
         content = {}
-        for path, text in self.module.params["files"].items():
-            content[os.path.normpath(path)] = (text or "").encode("utf-8")
+        # Copied code folders first, rendered files over them: upstream's llmapi/tensorrt_llm/1
+        # ships its own model.yaml, and the one the role rendered must win.
         for dest, source in self.module.params["copies"].items():
             if not os.path.isdir(source):
                 if self.module.check_mode:
@@ -201,6 +203,8 @@ class ModelRepository:
                                           "all_models_dir)" % (source, dest))
             for rel, data in read_tree(source).items():
                 content[os.path.normpath(os.path.join(dest, rel))] = data
+        for path, text in self.module.params["files"].items():
+            content[os.path.normpath(path)] = (text or "").encode("utf-8")
         for path in content:
             if path.startswith("..") or os.path.isabs(path):
                 self.module.fail_json(msg="files: %s leaves the repository" % path)

@@ -145,6 +145,14 @@ needs_trtllm_models:
   returned: success
   type: bool
   sample: false
+trtllm_orchestrator:
+  description:
+    - In-flight batching TensorRT-LLM models with tensor parallelism > 1; the server must run in orchestrator mode
+      (C(TRTLLM_ORCHESTRATOR=1) in its environment) to serve them.
+  returned: success
+  type: list
+  elements: str
+  sample: ["llama70b"]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

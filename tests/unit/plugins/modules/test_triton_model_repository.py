@@ -128,3 +128,19 @@ def test_switching_back_to_an_existing_generation_reuses_it(tmp_path, result):
     result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": "{}"}))
     again = result(tmp_path, files=GEMMA)
     assert again["changed"] and again["generation"] == first["generation"]
+
+
+def test_rendered_file_wins_over_the_same_path_in_a_copied_folder(tmp_path, result):
+    """Upstream's all_models/llmapi/tensorrt_llm/1 ships its own model.yaml (TinyLlama,
+    decoupled: False): copying the folder must not replace the model.yaml the role rendered."""
+    upstream = tmp_path / "all_models" / "llmapi" / "tensorrt_llm" / "1"
+    upstream.mkdir(parents=True)
+    (upstream / "model.py").write_text("# upstream model\n")
+    (upstream / "model.yaml").write_text("model: TinyLlama/TinyLlama-1.1B-Chat-v1.0\ntriton_config:\n  decoupled: False\n")
+    ours = '{"model": "/m/llama", "triton_config": {"decoupled": true, "max_batch_size": 0}}\n'
+    out = result(tmp_path / "repo", files={"llama/config.pbtxt": 'name: "llama"\n', "llama/1/model.yaml": ours},
+                 copies={"llama/1": str(upstream)}, model_dirs={"llama": ["llama"]})
+    current = tmp_path / "repo" / "current" / "llama" / "1"
+    assert out["changed"]
+    assert (current / "model.yaml").read_text() == ours
+    assert (current / "model.py").read_text() == "# upstream model\n"
