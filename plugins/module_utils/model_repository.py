@@ -49,9 +49,29 @@ VLLM_OUTPUTS = {
     "num_input_tokens": ("TYPE_UINT32", [1], False),
     "num_output_tokens": ("TYPE_UINT32", [-1], False),
 }
-# Engine arguments the role sets itself; the rest of engine_args passes through.
-VLLM_QUANTIZATIONS = ("awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "bitsandbytes",
-                      "compressed-tensors", "gguf", "marlin", "modelopt", "experts_int8")
+# What the vLLM inside each Triton release accepts (engine_args keys, quantization methods,
+# LoRA ranks) is DATA, one table per release: roles/model_repository/files/vllm_contract/<release>.json,
+# generated from the vLLM wheel by tests/fixtures/triton/vllm_contract_from_wheel.py. A new release
+# adds a table. The renderer gets the loaded table as settings["vllm_contract"].
+VLLM_CONTRACT_KEYS = ("engine_args", "quantization_methods", "max_lora_ranks")
+
+
+def load_vllm_contract(directory, release):
+    """The vLLM table of a Triton release (e.g. "25.12"), from <directory>/<release>.json."""
+    variable = "model_repository_triton_release"
+    path = os.path.join(directory, "%s.json" % release)
+    if not re.match(r"^[0-9]{2}\.[0-9]{2}$", str(release)) or not os.path.isfile(path):
+        known = sorted(name[:-5] for name in os.listdir(directory) if name.endswith(".json")) \
+            if os.path.isdir(directory) else []
+        raise ModelRepositoryError(variable, "no vLLM table for Triton release %r (known: %s); add %s/<release>.json "
+                                   "with tests/fixtures/triton/vllm_contract_from_wheel.py from that image's vLLM wheel"
+                                   % (release, ", ".join(known) or "none", directory))
+    with open(path) as handle:
+        contract = json.load(handle)
+    missing = [key for key in VLLM_CONTRACT_KEYS if not contract.get(key)]
+    if missing:
+        raise ModelRepositoryError(variable, "%s lacks %s" % (path, ", ".join(missing)))
+    return contract
 
 TRTLLM_DEFAULTS = {
     "layout": "inflight_batcher",
@@ -216,10 +236,11 @@ MODEL_KEYS = ("name", "backend", "model_path", "hf_repo_id", "revision", "gpus",
 def normalize_models(models, gpus, settings):
     """Checks every model and fills the defaults; returns a list of dicts.
     settings: models_dir, server_models_dir, engines_dir, server_engines_dir,
-    vllm_report_custom_metrics, vllm_removed_engine_args."""
+    vllm_report_custom_metrics, vllm_contract (load_vllm_contract)."""
     if not isinstance(models, list) or not models:
         raise ModelRepositoryError(VAR, "must be a non-empty list of models")
     known_gpus = dict((gpu["index"], gpu) for gpu in gpus)
+    settings = dict(settings, _gpu_indices=sorted(known_gpus))
     seen = {}
     result = []
     for index, raw in enumerate(models):
@@ -240,6 +261,7 @@ def normalize_models(models, gpus, settings):
         if model.get("model_path") and not str(model["model_path"]).startswith("/"):
             raise ModelRepositoryError(_var(index, "model_path"), "must be an absolute path, got %r" % model["model_path"])
         assigned = model.get("gpus")
+        model["gpus_defaulted"] = assigned is None
         if assigned is None:
             assigned = sorted(known_gpus)
         if not isinstance(assigned, list) or not assigned:
@@ -304,14 +326,8 @@ def _normalize_vllm(model, index, settings):
         raise ModelRepositoryError(_var(index, "engine_args.hf_token"),
                                    "secrets never go into model.json (a world-readable file); the server gets HF_TOKEN "
                                    "from the triton_server role")
-    for key in settings.get("vllm_removed_engine_args") or []:
-        if key in engine_args:
-            raise ModelRepositoryError(_var(index, "engine_args.%s" % key),
-                                       "is not accepted by the pinned vLLM (AsyncEngineArgs would fail the load)")
-    quantization = engine_args.get("quantization")
-    if quantization is not None and quantization not in VLLM_QUANTIZATIONS:
-        raise ModelRepositoryError(_var(index, "engine_args.quantization"),
-                                   "must be one of %s, got %r" % (", ".join(VLLM_QUANTIZATIONS), quantization))
+    _check_vllm_engine_args(engine_args, index, settings)
+    _place_vllm(model, index, engine_args, settings)
     if model.get("revision") and model.get("hf_repo_id"):
         engine_args.setdefault("revision", model["revision"])
     model["engine_args"] = engine_args
@@ -345,12 +361,88 @@ def _normalize_vllm(model, index, settings):
         lora = {
             "adapters": dict((str(k), server_path(str(v), settings["models_dir"], settings["server_models_dir"]))
                              for k, v in sorted(lora["adapters"].items())),
-            "max_lora_rank": _int(lora.get("max_lora_rank", 16), _var(index, "lora.max_lora_rank"), 1),
+            "max_lora_rank": _lora_rank(lora.get("max_lora_rank", 16), _var(index, "lora.max_lora_rank"),
+                                        settings),
             "max_loras": _int(lora.get("max_loras", len(lora["adapters"])), _var(index, "lora.max_loras"), 1),
         }
     model["lora"] = lora
     model["parts"] = {}
     model["load_models"] = [model["name"]]
+
+
+def _vllm_contract(settings):
+    contract = settings.get("vllm_contract")
+    if not contract:
+        raise ModelRepositoryError("model_repository_triton_release", "no vLLM table loaded for the pinned Triton "
+                                   "release (load_vllm_contract)")
+    return contract
+
+
+def _lora_rank(value, variable, settings):
+    # vllm/config/lora.py: LoRAConfig.max_lora_rank is a Literal (pydantic refuses any other value).
+    contract = _vllm_contract(settings)
+    rank = _int(value, variable, 1)
+    if rank not in contract["max_lora_ranks"]:
+        raise ModelRepositoryError(variable, "must be one of %s for vLLM %s (LoRAConfig.max_lora_rank), got %d"
+                                   % (", ".join(str(r) for r in contract["max_lora_ranks"]),
+                                      contract.get("vllm_version", "?"), rank))
+    return rank
+
+
+def _check_vllm_engine_args(engine_args, index, settings):
+    """Every key must be a field of the pinned vLLM's EngineArgs/AsyncEngineArgs: the backend
+    passes model.json whole to AsyncEngineArgs(**json), so any other key is a TypeError at load."""
+    contract = _vllm_contract(settings)
+    version = contract.get("vllm_version", "?")
+    accepted = set(contract["engine_args"])
+    for key in sorted(engine_args):
+        if key not in accepted:
+            raise ModelRepositoryError(_var(index, "engine_args.%s" % key),
+                                       "is not an argument of vLLM %s (Triton %s): AsyncEngineArgs(**model.json) would "
+                                       "fail the load with a TypeError (the accepted names: %s)"
+                                       % (version, contract.get("triton_release", "?"),
+                                          contract["sources"]["engine_args"] if contract.get("sources") else
+                                          "the release's vllm_contract table"))
+    quantization = engine_args.get("quantization")
+    if quantization is not None and quantization not in contract["quantization_methods"]:
+        raise ModelRepositoryError(_var(index, "engine_args.quantization"),
+                                   "must be one of vLLM %s's quantization methods (%s), got %r"
+                                   % (version, ", ".join(contract["quantization_methods"]), quantization))
+    if "max_lora_rank" in engine_args:
+        _lora_rank(engine_args["max_lora_rank"], _var(index, "engine_args.max_lora_rank"), settings)
+
+
+def _place_vllm(model, index, engine_args, settings):
+    """Where the vLLM backend really starts the model (vllm_backend src/model.py,
+    _validate_device_config): with instance_group KIND_GPU it sets CUDA_VISIBLE_DEVICES to the
+    GPU Triton assigned, and refuses KIND_GPU when tensor_parallel_size x pipeline_parallel_size > 1;
+    with KIND_MODEL vLLM takes cuda:0..N-1 of what the server sees (here: the whole GPU table)."""
+    known = sorted(settings["_gpu_indices"])
+    pp_size = _int(engine_args.get("pipeline_parallel_size", 1), _var(index, "engine_args.pipeline_parallel_size"), 1)
+    tp_size = model["tensor_parallel_size"]
+    world = tp_size * pp_size
+    if model.get("gpus_defaulted") and world < len(model["gpus"]):
+        # No gpus given: the first GPUs, where vLLM would start anyway.
+        model["gpus"] = known[:world]
+    gpus = model["gpus"]
+    model["pipeline_parallel_size"] = pp_size
+    if world == 1:
+        # One GPU per engine: pin it. Triton puts `count` instances on EACH listed GPU.
+        # A server that sees a single GPU needs no pin (cuda:0 is that GPU).
+        model["instance_kind"] = "KIND_MODEL" if gpus == known and len(known) == 1 else "KIND_GPU"
+        return
+    if len(gpus) != world:
+        raise ModelRepositoryError(_var(index, "gpus"), "lists %d GPU(s) %s but tensor_parallel_size x "
+                                   "pipeline_parallel_size is %d x %d = %d: vLLM would use exactly %d"
+                                   % (len(gpus), gpus, tp_size, pp_size, world, world))
+    if sorted(gpus) != known:
+        raise ModelRepositoryError(
+            _var(index, "gpus"), "is %s, a subset of the GPUs this server sees (%s): a vLLM model with "
+            "tensor_parallel_size x pipeline_parallel_size = %d must run as KIND_MODEL (the vLLM backend refuses "
+            "KIND_GPU for it), and the backend would start it on the first %d GPUs the container sees (%s), not on "
+            "%s. Run it in a server instance that sees only those GPUs (model_repository_gpus / the container's "
+            "GPUs = %s), or give it all of them" % (gpus, known, world, world, known[:world], gpus, gpus))
+    model["instance_kind"] = "KIND_MODEL"
 
 
 def _normalize_trtllm(model, index, settings):
@@ -435,9 +527,15 @@ def plan_gpu_memory(models, gpus, budget):
     """Gives each model its share of every GPU it uses, so that the shares on
     one GPU add up to at most `budget`. A model's share is its
     gpu_memory_utilization, else memory_mib / the smallest assigned GPU, else an
-    equal split of what is left on its most crowded GPU. Raises
-    ModelRepositoryError naming the models and the numbers on overcommit."""
+    equal split of what is left on its most crowded GPU. A vLLM model with
+    instance_count N runs N engines on each of its GPUs, each taking the share:
+    it counts N times. Raises ModelRepositoryError naming the models and the
+    numbers on overcommit."""
     budget = _fraction(budget, "model_repository_gpu_memory_budget")
+
+    def engines(model):
+        # vllm_backend: every instance builds its own engine with the same gpu_memory_utilization.
+        return model["instance_count"] if model["backend"] == "vllm" else 1
     by_index = dict((gpu["index"], gpu) for gpu in gpus)
     fixed, free = {}, []
     for position, model in enumerate(models):
@@ -457,8 +555,8 @@ def plan_gpu_memory(models, gpus, budget):
         worst = None
         for gpu in model["gpus"]:
             users = [m for m in models if gpu in m["gpus"]]
-            taken = sum(fixed.get(m["name"], 0.0) for m in users)
-            open_models = len([m for m in users if m["name"] not in fixed])
+            taken = sum(fixed.get(m["name"], 0.0) * engines(m) for m in users)
+            open_models = sum(engines(m) for m in users if m["name"] not in fixed)
             candidate = (budget - taken) / open_models
             worst = candidate if worst is None else min(worst, candidate)
         shares[model["name"]] = round(max(worst, 0.0), 4)
@@ -470,8 +568,10 @@ def plan_gpu_memory(models, gpus, budget):
     plan = []
     for gpu in gpus:
         users = [m for m in models if gpu["index"] in m["gpus"]]
-        total = round(sum(shares[m["name"]] for m in users), 4)
-        detail = ", ".join("%s %.2f (%d MiB)" % (m["name"], shares[m["name"]], int(shares[m["name"]] * gpu["memory_total_mib"]))
+        total = round(sum(shares[m["name"]] * engines(m) for m in users), 4)
+        detail = ", ".join("%s %.2f%s (%d MiB)" % (m["name"], shares[m["name"]],
+                                                   " x %d instances" % engines(m) if engines(m) > 1 else "",
+                                                   int(shares[m["name"]] * engines(m) * gpu["memory_total_mib"]))
                            for m in users)
         if users and (total > budget + 1e-9 or any(shares[m["name"]] <= 0.0 for m in users)):
             raise ModelRepositoryError(
@@ -481,7 +581,8 @@ def plan_gpu_memory(models, gpus, budget):
                                                int(total * gpu["memory_total_mib"]), budget,
                                                int(budget * gpu["memory_total_mib"])))
         plan.append({"index": gpu["index"], "memory_total_mib": gpu["memory_total_mib"], "total_share": total,
-                     "models": dict((m["name"], shares[m["name"]]) for m in users)})
+                     "models": dict((m["name"], shares[m["name"]]) for m in users),
+                     "instances": dict((m["name"], engines(m)) for m in users)})
     for position, model in enumerate(models):
         model["gpu_memory_share"] = shares[model["name"]]
         if model["backend"] == "vllm":
@@ -664,10 +765,16 @@ def _validate_vllm(model, config, files, where):
     _require("text_input" in [i.name for i in config.input], where, "text_input input missing")
     kinds = [group.kind for group in config.instance_group]
     from tritonclient.grpc import model_config_pb2
-    if model["tensor_parallel_size"] > 1:
-        _require(model_config_pb2.ModelInstanceGroup.KIND_GPU not in kinds, where,
-                 "KIND_GPU is refused by the vLLM backend with tensor_parallel_size > 1")
     engine = json.loads(files["%s/1/model.json" % model["name"]])
+    # vllm_backend src/model.py _validate_device_config: KIND_GPU only for tp x pp == 1.
+    world = int(engine.get("tensor_parallel_size", 1)) * int(engine.get("pipeline_parallel_size", 1))
+    if world > 1:
+        _require(model_config_pb2.ModelInstanceGroup.KIND_GPU not in kinds, where,
+                 "KIND_GPU is refused by the vLLM backend with tensor_parallel_size x pipeline_parallel_size > 1")
+    if model["instance_kind"] == "KIND_GPU":
+        groups = [(group.kind, list(group.gpus), group.count) for group in config.instance_group]
+        _require(groups == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, model["gpus"], model["instance_count"])],
+                 where, "instance_group %s does not pin the model's gpus %s" % (groups, model["gpus"]))
     _require(engine.get("model"), where, "model.json has no model")
     if model["lora"]:
         _require(str(engine.get("enable_lora")).lower() == "true", where, "LoRA adapters without enable_lora")

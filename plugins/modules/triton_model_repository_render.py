@@ -72,11 +72,18 @@ options:
     description: Default of each vLLM model's C(report_custom_metrics).
     type: bool
     default: true
-  vllm_removed_engine_args:
-    description: Engine arguments the pinned vLLM no longer accepts (refused before anything is written).
-    type: list
-    elements: str
-    default: []
+  triton_release:
+    description:
+      - The pinned Triton release (C(25.12)); picks the table of what its vLLM accepts.
+    type: str
+    default: "25.12"
+  vllm_contracts_dir:
+    description:
+      - Controller folder of the per-release vLLM tables (C(<release>.json)); the role passes its
+        C(files/vllm_contract). C(engine_args) keys outside the table, quantization methods and
+        C(max_lora_rank) values it does not list are refused before anything is written.
+    type: path
+    required: true
 attributes:
   check_mode:
     support: full
@@ -172,6 +179,7 @@ except ImportError:
 from ansible_collections.onprem.triton.plugins.module_utils.model_repository import (
     ModelRepositoryError,
     build_plan,
+    load_vllm_contract,
 )
 
 
@@ -189,7 +197,8 @@ def main():
             server_engines_dir=dict(type="str", default="/opt/triton/engines"),
             trtllm_all_models_dir=dict(type="str", default="/opt/triton/trtllm_all_models"),
             vllm_report_custom_metrics=dict(type="bool", default=True),
-            vllm_removed_engine_args=dict(type="list", elements="str", default=[]),
+            triton_release=dict(type="str", default="25.12"),
+            vllm_contracts_dir=dict(type="path", required=True),
         ),
         supports_check_mode=True,
     )
@@ -200,8 +209,9 @@ def main():
     params = module.params
     settings = dict((key, params[key]) for key in (
         "models_dir", "server_models_dir", "engines_dir", "server_engines_dir", "gpu_memory_budget",
-        "vllm_report_custom_metrics", "vllm_removed_engine_args"))
+        "vllm_report_custom_metrics"))
     try:
+        settings["vllm_contract"] = load_vllm_contract(params["vllm_contracts_dir"], params["triton_release"])
         result = build_plan(params["models"], params["gpu_info"], params["gpus"], settings,
                             params["templates_dir"], params["trtllm_all_models_dir"])
     except ModelRepositoryError as error:

@@ -24,7 +24,9 @@ def install(tmp_path, models):
     """Renders and validates like the role, then lays the files out as one generation."""
     settings = {"models_dir": str(tmp_path / "models"), "server_models_dir": str(tmp_path / "models"),
                 "engines_dir": str(tmp_path / "engines"), "server_engines_dir": str(tmp_path / "engines"),
-                "gpu_memory_budget": 0.9, "vllm_report_custom_metrics": True}
+                "gpu_memory_budget": 0.9, "vllm_report_custom_metrics": True,
+                "vllm_contract": mr.load_vllm_contract(str(ROOT / "roles" / "model_repository" / "files" / "vllm_contract"),
+                                                       "25.12")}
     plan = mr.build_plan(models, {}, GPUS, settings, str(TEMPLATES), str(ALL_MODELS))
     repo = tmp_path / "repository"
     for path, text in plan["files"].items():
@@ -63,9 +65,11 @@ def served(tmp_path_factory):
     (tmp_path / "models" / "adapters" / "sql").mkdir(parents=True)
     models = [
         {"name": "gemma_local", "backend": "vllm", "model_path": str(tmp_path / "models" / "gemma_local"),
-         "gpus": [0], "tensor_parallel_size": 1, "gpu_memory_utilization": 0.45,
+         # Both GPUs: KIND_MODEL (a single-GPU model is pinned with KIND_GPU, which this GPU-less
+         # tritonserver refuses; tests/integration/test_model_repository_vllm_placement.py shows it).
+         "gpus": [0, 1], "tensor_parallel_size": 2, "gpu_memory_utilization": 0.45,
          "inputs": ["text_input", "stream", "sampling_parameters", "exclude_input_in_output"]},
-        {"name": "opt_lora", "backend": "vllm", "hf_repo_id": "facebook/opt-125m", "gpus": [0],
+        {"name": "opt_lora", "backend": "vllm", "hf_repo_id": "facebook/opt-125m", "gpus": [0, 1],
          "engine_args": {"max_model_len": 2048, "enforce_eager": True, "quantization": "awq"},
          "lora": {"adapters": {"sql": str(tmp_path / "models" / "adapters" / "sql")}}},
         {"name": "llama", "backend": "tensorrtllm", "model_path": str(tmp_path / "models" / "llama"), "gpus": [1]},

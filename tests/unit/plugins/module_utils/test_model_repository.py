@@ -16,7 +16,9 @@ from ansible_collections.onprem.triton.plugins.module_utils import model_reposit
 TEMPLATES = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "templates")
 SETTINGS = {"models_dir": "/opt/models", "server_models_dir": "/models", "engines_dir": "/opt/triton/engines",
             "server_engines_dir": "/engines", "gpu_memory_budget": 0.9, "vllm_report_custom_metrics": True,
-            "vllm_removed_engine_args": ["disable_log_requests"]}
+            "vllm_contract": mr.load_vllm_contract(
+                str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "files" / "vllm_contract"),
+                "25.12")}
 H100 = [{"index": i, "memory_total_mib": 81559, "name": "NVIDIA H100 80GB HBM3"} for i in range(4)]
 
 
@@ -33,7 +35,11 @@ def parse(text):
 
 def vllm_model(name, lora, quantized, tp):
     model = {"name": name, "backend": "vllm", "model_path": "/opt/models/%s" % name,
-             "gpus": list(range(tp)), "engine_args": {"max_model_len": 4096, "enable_prefix_caching": True}}
+             "gpus": [0] if tp == 1 else [0, 1, 2, 3], "engine_args": {"max_model_len": 4096, "enable_prefix_caching": True}}
+    if tp > 1:
+        # A multi-GPU vLLM model takes every GPU the server sees: tp x pp = 4 here.
+        model["tensor_parallel_size"] = tp
+        model["engine_args"]["pipeline_parallel_size"] = 4 // tp
     if lora:
         model["lora"] = {"adapters": {"sql": "/opt/models/sql-lora", "chat": "/opt/models/chat-lora"}, "max_lora_rank": 64}
     if quantized:
@@ -79,7 +85,9 @@ def test_matrix_renders_and_parses(lora, vllm_quant, tp, layout, trt_quant):
         assert llm.parameters["gpt_model_path"].string_value == "/engines/llama"
         assert llm.parameters["gpu_device_ids"].string_value == "2,3"
         assert llm.parameters["max_tokens_in_paged_kv_cache"].string_value == "8192"
-        assert float(llm.parameters["kv_cache_free_gpu_mem_fraction"].string_value) == pytest.approx(0.9)
+        # GPUs 2 and 3 are llama's alone, unless the multi-GPU chat model (all 4 GPUs) shares them.
+        assert float(llm.parameters["kv_cache_free_gpu_mem_fraction"].string_value) == pytest.approx(
+            0.9 if tp == 1 else 0.45)
         assert set(result["copies"]) == {"llama_preprocessing/1", "llama_postprocessing/1", "llama_tensorrt_llm_bls/1"}
         assert result["load_models"][-5:] == ["llama", "llama_preprocessing", "llama_tensorrt_llm",
                                               "llama_postprocessing", "llama_tensorrt_llm_bls"]
@@ -129,7 +137,8 @@ def test_gpu_plan_splits_shared_gpu():
 def test_overcommit_names_models_and_numbers():
     with pytest.raises(mr.ModelRepositoryError) as error:
         plan([{"name": "a", "backend": "vllm", "hf_repo_id": "org/a", "gpus": [1], "gpu_memory_utilization": 0.6},
-              {"name": "b", "backend": "vllm", "hf_repo_id": "org/b", "gpus": [1, 2], "gpu_memory_utilization": 0.5}])
+              {"name": "b", "backend": "vllm", "hf_repo_id": "org/b", "gpus": [1, 2], "tensor_parallel_size": 1,
+               "gpu_memory_utilization": 0.5}])
     message = str(error.value)
     assert error.value.variable == "model_repository_models"
     assert "GPU 1" in message and "a 0.60" in message and "b 0.50" in message and "1.10" in message

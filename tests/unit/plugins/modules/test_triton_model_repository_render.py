@@ -11,9 +11,11 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.onprem.triton.plugins.modules import triton_model_repository_render as module
 
 TEMPLATES = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "templates")
+CONTRACTS = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "files" / "vllm_contract")
 
 
 def run(capsys, **params):
+    params.setdefault("vllm_contracts_dir", CONTRACTS)
     with patch_module_args(dict(templates_dir=TEMPLATES, **params)), pytest.raises(SystemExit):
         module.main()
     return json.loads(capsys.readouterr().out)
@@ -32,3 +34,18 @@ def test_bad_variable_fails_naming_it(capsys):
               models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpus": [3]}])
     assert out["failed"] and out["variable"] == "model_repository_models[0].gpus"
     assert out["msg"].startswith("model_repository_models[0].gpus: GPU(s) [3] not on this host")
+
+
+def test_engine_args_checked_against_the_pinned_release(capsys):
+    out = run(capsys, gpus=[{"index": 0, "memory_total_mib": 24564}], triton_release="25.12",
+              models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x",
+                       "engine_args": {"disable_log_requests": True}}])
+    assert out["failed"] and out["variable"] == "model_repository_models[0].engine_args.disable_log_requests"
+    assert "vLLM 0.11.1" in out["msg"] and "TypeError" in out["msg"]
+
+
+def test_a_release_without_a_vllm_table_is_refused(capsys):
+    out = run(capsys, gpus=[{"index": 0, "memory_total_mib": 24564}], triton_release="24.01",
+              models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x"}])
+    assert out["failed"] and out["variable"] == "model_repository_triton_release"
+    assert "known: 25.12" in out["msg"]
