@@ -24,6 +24,46 @@ SCHEDULER_POLICIES = ("max_utilization", "guaranteed_no_evict")
 MIN_AUTO_SHARE = 0.05  # below this, no engine has room for weights and cache
 TRTLLM_PARTS = ("preprocessing", "tensorrt_llm", "postprocessing", "tensorrt_llm_bls")
 PYTHON_PARTS = ("preprocessing", "postprocessing", "tensorrt_llm_bls")
+# TRT-LLM 1.1.0 tensorrt_llm_bls/1/model.py hands the literal names "preprocessing" and
+# "postprocessing" to its TritonDecoder (no parameter changes them): these two parts keep
+# upstream's names, so one server holds at most one in-flight batching model.
+FIXED_PART_NAMES = {"preprocessing": "preprocessing", "postprocessing": "postprocessing"}
+# What the upstream 1.1.0 code reads from each part's config.pbtxt (see the role README):
+# parameters looked up without a default, tensors whose data_type is looked up at load, and
+# tensors other parts request or send. A config without one fails on the real image.
+TRTLLM_REQUIRED = {
+    # preprocessing/1/model.py initialize(): parameters['multimodal_model_path'] and the
+    # data_type of these inputs/outputs; BLS lib/triton_decoder.py requests every output listed.
+    "preprocessing": {
+        "parameters": ("tokenizer_dir", "multimodal_model_path"),
+        "inputs": ("QUERY", "REQUEST_OUTPUT_LEN", "BAD_WORDS_DICT", "STOP_WORDS_DICT", "EMBEDDING_BIAS_WORDS",
+                   "EMBEDDING_BIAS_WEIGHTS", "END_ID", "PAD_ID"),
+        "outputs": ("INPUT_ID", "DECODER_INPUT_ID", "REQUEST_INPUT_LEN", "REQUEST_DECODER_INPUT_LEN", "BAD_WORDS_IDS",
+                    "STOP_WORDS_IDS", "EMBEDDING_BIAS", "REQUEST_OUTPUT_LEN", "OUT_END_ID", "OUT_PAD_ID",
+                    "OUT_PROMPT_TABLE_EXTRA_IDS", "PIXEL_VALUES", "IMAGE_SIZES", "IS_VIDEO_INPUT", "VISION_INPUT_ID",
+                    "ATTENTION_MASK", "IMAGE_GRID_THW"),
+    },
+    # postprocessing/1/model.py: only these two inputs ("unknown input" otherwise), output OUTPUT.
+    "postprocessing": {"parameters": ("tokenizer_dir",), "inputs": ("TOKENS_BATCH", "SEQUENCE_LENGTH"),
+                       "outputs": ("OUTPUT",), "only_inputs": True},
+    # C++ backend model_instance_state.cc getGuidedDecodingConfigFromParams(): no fallback for
+    # these three; BLS lib/triton_decoder.py sends/request the tensors below.
+    "tensorrt_llm": {
+        "parameters": ("gpt_model_path", "gpt_model_type", "tokenizer_dir", "xgrammar_tokenizer_info_path",
+                       "guided_decoding_backend"),
+        "inputs": ("input_ids", "input_lengths", "request_output_len", "decoder_input_ids", "decoder_input_lengths",
+                   "embedding_bias", "end_id", "pad_id", "stop_words_list", "bad_words_list", "seed",
+                   "return_log_probs", "return_context_logits", "return_generation_logits", "streaming",
+                   "exclude_input_in_output", "stop"),
+        "outputs": ("output_ids", "sequence_length", "cum_log_probs", "output_log_probs", "context_logits",
+                    "generation_logits", "batch_index", "sequence_index", "kv_cache_alloc_new_blocks",
+                    "kv_cache_reused_blocks", "kv_cache_alloc_total_blocks", "arrival_time_ns",
+                    "first_scheduled_time_ns", "first_token_time_ns", "last_token_time_ns", "acceptance_rate",
+                    "total_accepted_draft_tokens", "total_draft_tokens", "num_input_tokens", "num_output_tokens"),
+    },
+    "tensorrt_llm_bls": {"parameters": ("tensorrt_llm_model_name",), "inputs": ("text_input", "max_tokens", "seed"),
+                         "outputs": ("text_output",)},
+}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z0-9_]+\}")
 
@@ -302,6 +342,16 @@ def normalize_models(models, gpus, settings):
         else:
             _normalize_trtllm(model, index, settings)
         result.append(model)
+    # The upstream BLS model calls models named "preprocessing"/"postprocessing": one
+    # in-flight batching TRT-LLM model per server (repository).
+    batchers = [position for position, model in enumerate(result)
+                if model["backend"] == "tensorrtllm" and model["trtllm"]["layout"] == "inflight_batcher"]
+    if len(batchers) > 1:
+        raise ModelRepositoryError(
+            _var(batchers[1]), "%r is a second TensorRT-LLM in-flight batching model (layout inflight_batcher) after %r "
+            "(%s): TRT-LLM 1.1.0's tensorrt_llm_bls calls models literally named preprocessing and postprocessing, so "
+            "one server holds only one; serve it from another server or use trtllm.layout llmapi"
+            % (result[batchers[1]]["name"], result[batchers[0]]["name"], _var(batchers[0])))
     # TRT-LLM parts are separate Triton models: their names must not collide.
     for model in result:
         for part in model.get("parts", {}).values():
@@ -518,7 +568,7 @@ def _normalize_trtllm(model, index, settings):
         model["parts"] = {}
         model["load_models"] = [name]
     else:
-        model["parts"] = dict((part, "%s_%s" % (name, part)) for part in TRTLLM_PARTS)
+        model["parts"] = dict((part, FIXED_PART_NAMES.get(part, "%s_%s" % (name, part))) for part in TRTLLM_PARTS)
         # The ensemble pulls in its composing models; the BLS model is listed too.
         model["load_models"] = [name] + [model["parts"][part] for part in TRTLLM_PARTS]
 
@@ -791,6 +841,24 @@ def _validate_trtllm(model, configs, where):
     _require(llm.model_transaction_policy.decoupled == trt["decoupled"], where, "decoupled mode differs from trtllm.decoupled")
     for part in ("preprocessing", "postprocessing"):
         _require(_param(configs[parts[part]], "tokenizer_dir"), where, "%s has no tokenizer_dir" % part)
+    for part, required in sorted(TRTLLM_REQUIRED.items()):
+        config = configs[parts[part]]
+        for key in required["parameters"]:
+            _require(key in config.parameters, where, "%s lacks parameter %s (TRT-LLM 1.1.0 reads it without a default)"
+                     % (parts[part], key))
+        declared_in = [i.name for i in config.input]
+        declared_out = [o.name for o in config.output]
+        for kind, names, declared in (("input", required["inputs"], declared_in),
+                                      ("output", required["outputs"], declared_out)):
+            missing = [name for name in names if name not in declared]
+            _require(not missing, where, "%s does not declare %s(s) %s (TRT-LLM 1.1.0 needs them)"
+                     % (parts[part], kind, missing))
+        if required.get("only_inputs"):
+            extra = [name for name in declared_in if name not in required["inputs"]]
+            _require(not extra, where, "%s declares inputs %s that upstream refuses (\"unknown input\")"
+                     % (parts[part], extra))
+    _require(_param(configs[parts["tensorrt_llm_bls"]], "tensorrt_llm_model_name") == parts["tensorrt_llm"], where,
+             "tensorrt_llm_bls must name %s in tensorrt_llm_model_name" % parts["tensorrt_llm"])
     ensemble = configs[model["name"]]
     _require(ensemble.platform == "ensemble", where, "the ensemble must use platform ensemble")
     steps = [step.model_name for step in ensemble.ensemble_scheduling.step]

@@ -77,7 +77,7 @@ def served(tmp_path_factory):
          "gpus": [1], "trtllm": {"layout": "llmapi", "llmapi_args": {"max_seq_len": 2048}}},
     ]
     repo, plan = install(tmp_path, models)
-    with TritonServer(repo, http_port=18110, grpc_port=18111, metrics_port=18112,
+    with TritonServer(repo, http_port=18753, grpc_port=18754, metrics_port=18755,
                       load_models=plan["load_models"]) as server:
         for name in plan["load_models"]:
             server.wait_model_ready(name, timeout=60)
@@ -91,8 +91,8 @@ def test_every_model_is_ready(served):
     with urllib.request.urlopen(request, timeout=10) as response:
         index = {entry["name"]: entry.get("state") for entry in json.load(response)}
     assert {name: index.get(name) for name in plan["load_models"]} == {name: "READY" for name in plan["load_models"]}
-    assert set(plan["load_models"]) == {"gemma_local", "opt_lora", "llama", "llama_preprocessing",
-                                        "llama_tensorrt_llm", "llama_postprocessing", "llama_tensorrt_llm_bls",
+    assert set(plan["load_models"]) == {"gemma_local", "opt_lora", "llama", "preprocessing",
+                                        "llama_tensorrt_llm", "postprocessing", "llama_tensorrt_llm_bls",
                                         "llama_llmapi"}
 
 

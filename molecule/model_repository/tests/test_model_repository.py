@@ -34,10 +34,12 @@ def test_gemma_local_as_in_the_brief_with_the_second_converge_change(host):
 
 
 def test_trtllm_ensemble_with_python_models_from_the_image(host):
-    for part in ("llama", "llama_preprocessing", "llama_tensorrt_llm", "llama_postprocessing", "llama_tensorrt_llm_bls"):
+    # preprocessing/postprocessing keep upstream's names: TRT-LLM's tensorrt_llm_bls calls them so.
+    for part in ("llama", "preprocessing", "llama_tensorrt_llm", "postprocessing", "llama_tensorrt_llm_bls"):
         assert host.file(f"{ROOT}/current/{part}/config.pbtxt").is_file
-    for part in ("preprocessing", "postprocessing", "tensorrt_llm_bls"):
-        code = host.file(f"{ROOT}/current/llama_{part}/1/model.py")
+    for part, folder in (("preprocessing", "preprocessing"), ("postprocessing", "postprocessing"),
+                         ("tensorrt_llm_bls", "llama_tensorrt_llm_bls")):
+        code = host.file(f"{ROOT}/current/{folder}/1/model.py")
         assert code.mode == 0o644 and f"all_models/inflight_batcher_llm/{part}/1/model.py" in code.content_string
     llm = host.file(f"{ROOT}/current/llama_tensorrt_llm/config.pbtxt").content_string
     assert 'string_value: "/opt/triton/engines/llama"' in llm and "max_batch_size: 4" in llm

@@ -88,9 +88,10 @@ def test_matrix_renders_and_parses(lora, vllm_quant, tp, layout, trt_quant):
         # GPUs 2 and 3 are llama's alone, unless the multi-GPU chat model (all 4 GPUs) shares them.
         assert float(llm.parameters["kv_cache_free_gpu_mem_fraction"].string_value) == pytest.approx(
             0.9 if tp == 1 else 0.45)
-        assert set(result["copies"]) == {"llama_preprocessing/1", "llama_postprocessing/1", "llama_tensorrt_llm_bls/1"}
-        assert result["load_models"][-5:] == ["llama", "llama_preprocessing", "llama_tensorrt_llm",
-                                              "llama_postprocessing", "llama_tensorrt_llm_bls"]
+        # preprocessing/postprocessing keep upstream's names: the BLS model calls them so.
+        assert set(result["copies"]) == {"preprocessing/1", "postprocessing/1", "llama_tensorrt_llm_bls/1"}
+        assert result["load_models"][-5:] == ["llama", "preprocessing", "llama_tensorrt_llm",
+                                              "postprocessing", "llama_tensorrt_llm_bls"]
     else:
         model_yaml = yaml.safe_load(result["files"]["llama/1/model.yaml"])
         assert model_yaml["tensor_parallel_size"] == 2 and model_yaml["model"] == "/models/llama"
@@ -188,7 +189,10 @@ def test_no_room_left_for_an_automatic_share():
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "engine_args": {"dtype": "half"}}],
      "model_repository_models[0].engine_args"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m"},
-      {"name": "x_preprocessing", "backend": "vllm", "hf_repo_id": "o/y"}], "model_repository_models[1].name"),
+      {"name": "preprocessing", "backend": "vllm", "hf_repo_id": "o/y"}], "model_repository_models[1].name"),
+    ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m"},
+      {"name": "y", "backend": "tensorrtllm", "model_path": "/n", "trtllm": {"layout": "llmapi"}},
+      {"name": "z", "backend": "tensorrtllm", "model_path": "/o"}], "model_repository_models[2]"),
 ])
 def test_bad_input_names_the_variable(models, variable):
     with pytest.raises(mr.ModelRepositoryError) as error:
