@@ -29,12 +29,12 @@ def install(tmp_path, models):
                                                        "25.12")}
     plan = mr.build_plan(models, {}, GPUS, settings, str(TEMPLATES), str(ALL_MODELS))
     repo = tmp_path / "repository"
-    for path, text in plan["files"].items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
     # As triton_model_repository does: copied folders first, rendered files over them
     # (upstream's llmapi folder ships its own model.yaml; ours must win).
     for dest, source in plan["copies"].items():
         shutil.copytree(source, repo / dest, dirs_exist_ok=True)
+    for path, text in plan["files"].items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
         (repo / path).write_text(text, encoding="utf-8")
     return repo, plan
 
