@@ -104,7 +104,7 @@ unit() {
 # GenAI-Perf and its perf_analyzer for tests/integration/test_benchmark_playbook.py:
 # a virtualenv of their own (about 1 GB), rebuilt only when its pins change.
 genai_perf_venv() {
-  local venv="${repo}/.venv-genai-perf" stamp
+  local venv="${repo}/.venv-genai-perf" stamp cudart out
   stamp="$(sha256sum tests/requirements-genai-perf.txt | cut -c1-16)"
   if [[ "$(cat "${venv}/.stamp" 2>/dev/null)" != "${stamp}" ]]; then
     echo "building ${venv}"
@@ -116,6 +116,15 @@ genai_perf_venv() {
       | grep -v 'is ignored: it is neither a file nor a directory' || true
     "${venv}/bin/genai-perf" --version >/dev/null || return 1
     echo "${stamp}" > "${venv}/.stamp"
+  fi
+  # genai-perf only drives perf_analyzer, a native binary (libb64 from the host,
+  # libcudart from the venv): it must really run, with the LD_LIBRARY_PATH the
+  # README gives benchmark_environment, on every run, cached venv or not.
+  cudart="$(compgen -G "${venv}/lib/python3*/site-packages/nvidia/cuda_runtime/lib" | head -n 1)"
+  if ! out="$(LD_LIBRARY_PATH="${cudart}" "${venv}/bin/perf_analyzer" --version 2>&1)"; then
+    echo "perf_analyzer of ${venv} does not run (LD_LIBRARY_PATH=${cudart:-none: nvidia-cuda-runtime-cu12 missing}):" >&2
+    echo "${out}" | tail -n 5 >&2
+    return 1
   fi
   export GENAI_PERF_VENV="${venv}"
 }

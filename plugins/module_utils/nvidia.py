@@ -192,7 +192,7 @@ def check_branch_for_container(branch, tag, table, allow_forward_compat=True, ve
     """
     if version:
         # A package version ("1:590.48.01-0ubuntu1"): the driver version is its upstream part.
-        upstream = re.sub(r"[-~+].*$", "", str(version).split(":")[-1])
+        upstream = re.sub(r"[-~+].*$", "", str(version).rsplit(":", maxsplit=1)[-1])
         return check_driver_for_container(upstream, tag, table, allow_forward_compat)
     if tag not in table:
         raise KeyError("container tag %r is not in the driver table (known: %s)" % (tag, ", ".join(sorted(table))))
@@ -216,4 +216,3 @@ def check_branch_for_container(branch, tag, table, allow_forward_compat=True, ve
             "a usable" if allow_forward_compat else "allowed to use a",
             ", ".join("R%d" % b for b in fc_branches)))
     return result
-

@@ -87,34 +87,17 @@ options:
     default: {}
   models:
     description:
-      - The models to check. Each one must be ready; its config is read and, unless O(models[].generate)
+      - The models to check. Each one must be ready; its config is read and, unless its C(generate)
         is false, it is asked to generate.
+      - Each item is a model name, or a dict with C(name) (required, the model's name in the
+        repository), C(version) (empty - the version Triton serves by its policy), C(generate) (bool,
+        default true; false for models without a C(text_input) input), C(prompt) (instead of
+        O(prompt)), C(expected_substring) and C(expected_regex) (instead of O(expected_substring) and
+        O(expected_regex)). An unknown key or a wrong type fails naming C(models[N].key).
       - An empty list checks only the server.
     type: list
-    elements: dict
+    elements: raw
     default: []
-    suboptions:
-      name:
-        description: Model name in the repository.
-        type: str
-        required: true
-      version:
-        description: Model version; empty means the version Triton serves by its policy.
-        type: str
-        default: ""
-      generate:
-        description: Ask this model to generate (false for models without a C(text_input) input).
-        type: bool
-        default: true
-      prompt:
-        description: Prompt for this model, instead of O(prompt).
-        type: str
-      expected_substring:
-        description: Substring the answer of this model must contain, instead of O(expected_substring).
-        type: str
-      expected_regex:
-        description: Regular expression the answer of this model must match, instead of O(expected_regex).
-        type: str
   generate:
     description: Ask each model to generate. False makes this a readiness-only check.
     type: bool
@@ -440,6 +423,7 @@ import threading
 import time
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.onprem.triton.plugins.module_utils.triton_probe import (
     ProbeError,
@@ -711,14 +695,8 @@ def argument_spec():
         client_key=dict(type="path", no_log=False),
         validate_certs=dict(type="bool", default=True),
         headers=dict(type="dict", default={}, no_log=True),
-        models=dict(type="list", elements="dict", default=[], options=dict(
-            name=dict(type="str", required=True),
-            version=dict(type="str", default=""),
-            generate=dict(type="bool", default=True),
-            prompt=dict(type="str"),
-            expected_substring=dict(type="str"),
-            expected_regex=dict(type="str"),
-        )),
+        # Names or dicts (MODEL_OPTIONS), normalised by normalize_models so errors name models[N].
+        models=dict(type="list", elements="raw", default=[]),
         generate=dict(type="bool", default=True),
         prompt=dict(type="str", default="Reply with one short sentence about the sea."),
         sampling_parameters=dict(type="dict", default={"max_tokens": 32, "temperature": 0}),
@@ -736,6 +714,45 @@ def argument_spec():
         wait_timeout=dict(type="float", default=300),
         request_timeout=dict(type="float", default=60),
     )
+
+
+# The keys of a models item: type and default.
+MODEL_OPTIONS = {"name": ("str", None), "version": ("str", ""), "generate": ("bool", True), "prompt": ("str", None),
+                 "expected_substring": ("str", None), "expected_regex": ("str", None)}
+
+
+def normalize_models(items):
+    """Model names or dicts -> (dicts with every key of MODEL_OPTIONS, error messages naming models[N].key)."""
+    models, errors = [], []
+    for index, item in enumerate(items):
+        where = "models[%d]" % index
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            errors.append("%s must be a model name or a dict with a name, got %s %r" % (where, type(item).__name__, item))
+            continue
+        unknown = sorted(set(item) - set(MODEL_OPTIONS))
+        if unknown:
+            errors.append("%s.%s is not an option (known: %s)" % (where, unknown[0], ", ".join(sorted(MODEL_OPTIONS))))
+            continue
+        model = {}
+        for key, (kind, default) in MODEL_OPTIONS.items():
+            value = item.get(key, default)
+            if value is None:
+                model[key] = None
+            elif kind == "bool":
+                try:
+                    model[key] = boolean(value, strict=True)
+                except TypeError:
+                    errors.append("%s.%s must be a boolean, got %r" % (where, key, value))
+            elif isinstance(value, (dict, list)):
+                errors.append("%s.%s must be a string, got %s" % (where, key, type(value).__name__))
+            else:
+                model[key] = str(value)
+        if not model.get("name"):
+            errors.append("%s.name is required and must be a non-empty string" % where)
+        models.append(model)
+    return models, errors
 
 
 def validate(params):
@@ -769,7 +786,9 @@ def main():
             module.fail_json(msg=missing_required_lib("tritonclient[grpc]", reason="by protocol: grpc (with numpy)")
                              + ". Or set protocol: http, which needs nothing beyond this Python's standard library.",
                              exception=import_error)
-    errors = validate(module.params)
+    module.params["models"], errors = normalize_models(module.params["models"])
+    if not errors:
+        errors = validate(module.params)
     if errors:
         module.fail_json(msg="; ".join(errors))
     result = TritonCheck(module.params).run()

@@ -60,7 +60,7 @@ def test_a_stage_tag_runs_preflight_before_any_work(tag):
     tasks = list_tasks(tag)
     for role in ROLES:
         preflight = _preflight_names(role)
-        positions = [i for i, (owner, _) in enumerate(tasks) if owner == role]
+        positions = [i for i, (owner, _name) in enumerate(tasks) if owner == role]
         work = [i for i in positions if tasks[i][1] not in preflight]
         if not work:
             continue
@@ -91,7 +91,7 @@ def test_the_gate_rolls_back_when_it_fails():
 
 def test_the_listing_sees_the_gate():
     """The parser reads the real listing: the full run selects the gate and every preflight."""
-    names = [name for _, name in list_tasks("all")]
+    names = [name for _owner, name in list_tasks("all")]
     assert GATE in names
     for role in ROLES:
         assert _preflight_names(role) & set(names), role

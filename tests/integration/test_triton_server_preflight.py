@@ -21,10 +21,11 @@ GOOD = {
 
 
 def _run(tmp_path, overrides):
-    variables = dict(GOOD, **overrides)
+    # gathered facts (the host's addresses) come from this Python, not a pyenv shim interpreter discovery may pick
+    variables = dict(GOOD, ansible_python_interpreter=sys.executable, **overrides)
     playbook = tmp_path / "play.yml"
     playbook.write_text(
-        "- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "- hosts: localhost\n  gather_facts: true\n  tasks:\n"
         "    - ansible.builtin.include_role:\n        name: onprem.triton.triton_server\n", encoding="utf-8")
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(variables), encoding="utf-8")
@@ -48,6 +49,15 @@ def _run(tmp_path, overrides):
         ({"model_repository_load_models": []}, "triton_server_models"),
         ({"triton_server_gpus": [0, 3], "nvidia_gpu_info": {"count": 2}}, "triton_server_gpus"),
         ({"triton_server_repository_api_key": "short"}, "triton_server_repository_api_key"),
+        # Accepted before (found by trying one bad value at a time on a converged host): written
+        # into the unit, the server restarted and failed the gate, or nothing complained at all.
+        ({"triton_server_http_address": "999.1.1.1"}, "triton_server_http_address '999.1.1.1'"),
+        ({"triton_server_grpc_address": "192.0.2.77"}, "triton_server_grpc_address '192.0.2.77' on localhost is not"),
+        ({"triton_server_extra_args": "--foo"}, 'triton_server_extra_args must be a list of --flag'),
+        ({"triton_server_extra_args": ["log-info"]}, 'got ["log-info"]'),
+        ({"triton_server_restart_sec": -1}, "triton_server_restart_sec -1 (>= 0)"),
+        ({"triton_server_ready_timeout": -5}, "triton_server_ready_timeout -5 (>= 0"),
+        ({"triton_server_gate_prompt": "  "}, "triton_server_gate_prompt '  ' (not empty)"),
     ],
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):

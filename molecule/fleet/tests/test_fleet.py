@@ -98,23 +98,77 @@ def _changed_tasks(output):
 def _playbook(name, *args):
     command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
                os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", name + ".yml"), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900)
+    # Plain text to parse: molecule's verifier environment forces colour (ANSIBLE_FORCE_COLOR),
+    # and one JSON line per result.
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=env)
 
 
 def test_rotate_token_refuses_a_token_without_access_before_any_change():
-    env_files = {name: _stat_env(name) for name in HOSTS}
+    before = {name: _secret_state(name) for name in HOSTS}
+    assert all(_serving_with_a_private_env_file(state) for state in before.values()), before
+    hub = _hub_stats()
     run = _playbook("rotate_token", "-e", "hf_model_token=hf_revoked_token_value")
-    assert run.returncode != 0, run.stdout
+    assert run.returncode == 2, run.stdout[-3000:]
+    # The proof play failed on every host, for the one reason a rejected token gives: the
+    # Hub double answers 401 "Invalid credentials in Authorization header" (tests/fixtures/hf_hub)
+    # and hf_model_sync turns exactly that status into this sentence.
+    refusal = ("tiny-llm: the Hugging Face token was rejected by http://127.0.0.1:18610 (invalid or expired): "
+               "check hf_model_token / HF_TOKEN")
+    task = "TASK [Resolve each model's revision with the new token (check mode, nothing is downloaded)]"
+    assert task in run.stdout, run.stdout[-3000:]
+    # (failed results go to stderr: molecule's ansible.cfg sets display_failed_stderr)
+    failures = _failed_results(run.stdout + "\n" + run.stderr)
+    assert sorted(failures) == sorted(HOSTS), run.stdout[-3000:] + run.stderr[-3000:]
+    for name, messages in failures.items():
+        assert messages == [refusal], (name, messages)
+    assert _recap(run.stdout) == {name: "failed=1" for name in HOSTS}, run.stdout[-1500:]
+    # It asked the Hub (one API call per host at least) and stopped there: the Hub sent no
+    # file and the serving play never started.
+    hub_after = _hub_stats()
+    assert hub_after["api"] >= hub["api"] + len(HOSTS), (hub, hub_after)
+    assert (hub_after["get"], hub_after["bytes_sent"]) == (hub["get"], hub["bytes_sent"]), (hub, hub_after)
     assert "PLAY [Model repository, Triton server and the generation gate]" not in run.stdout, "it went on to the hosts"
-    assert "401" in run.stdout or "token" in run.stdout.lower(), run.stdout[-3000:]
     assert "hf_revoked_token_value" not in run.stdout + run.stderr, "the token reached the output"
-    assert env_files == {name: _stat_env(name) for name in HOSTS}
+    # Nothing changed on the hosts: env files (content, mode, owner) and the server processes.
+    assert before == {name: _secret_state(name) for name in HOSTS}
 
 
-def _stat_env(name):
-    result = subprocess.run(["docker", "exec", name, "stat", "-c", "%a %Y", f"/etc/triton-server/{name}.env"],
-                            capture_output=True, text=True, check=False)
-    return result.stdout.strip()
+def _secret_state(name):
+    """The server's env file (content digest, mode, owner) and the process serving, as one text."""
+    script = (f"sha256sum /etc/triton-server/{name}.env; stat -c '%a %U:%G' /etc/triton-server/{name}.env; "
+              f"systemctl show -p MainPID --value triton-{name}.service; "
+              f"docker inspect -f '{{{{.State.Pid}}}} {{{{.State.StartedAt}}}}' triton-{name}")
+    result = subprocess.run(["docker", "exec", name, "sh", "-c", script], capture_output=True, text=True, check=False)
+    return result.stdout + result.stderr
+
+
+def _serving_with_a_private_env_file(state):
+    lines = state.splitlines()
+    return (len(lines) == 4 and lines[1] == "600 root:root" and lines[2].isdigit() and lines[2] != "0"
+            and lines[3].split()[0].isdigit() and lines[3].split()[0] != "0")
+
+
+def _failed_results(output):
+    """{host: [msg of each failed result]} from the default callback's failed/fatal lines."""
+    failures = {}
+    for line in output.splitlines():
+        if line.startswith(("failed: [", "fatal: [")) and " => {" in line:
+            host = line.split("[", 1)[1].split("]")[0].split(" ")[0]
+            failures.setdefault(host, []).append(json.loads(line[line.index(" => {") + 4:]).get("msg"))
+    return failures
+
+
+def _recap(output):
+    """{host: 'failed=N'} of the run's PLAY RECAP."""
+    recap = output[output.rindex("PLAY RECAP"):].splitlines()[1:]
+    return {line.split()[0]: next(word for word in line.split() if word.startswith("failed="))
+            for line in recap if line.split() and line.split()[0] in HOSTS}
+
+
+def _hub_stats():
+    with urllib.request.urlopen(f"{HUB}/_stats", timeout=10) as answer:
+        return json.load(answer)
 
 
 def test_diagnose_collects_on_the_failing_host_only():

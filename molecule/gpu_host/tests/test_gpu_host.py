@@ -119,5 +119,5 @@ def test_toolkit_repository_is_keyring_signed_and_legacy_list_gone(host):
 
 def test_cdi_spec_generated_for_the_installed_driver(host):
     lib = host.file("/etc/cdi/nvidia.yaml.driver").content_string.strip()
-    assert lib.endswith("/libnvidia-ml.so." + DRIVER_VERSION.split("-")[0])
+    assert lib.endswith("/libnvidia-ml.so." + DRIVER_VERSION.split("-", maxsplit=1)[0])
     assert "hostPath: " + lib in host.file("/etc/cdi/nvidia.yaml").content_string

@@ -1,8 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Rolling update across three hosts: a good change rolls through all of them;
-a bad one stops at the first batch, whose host is rolled back and serves again,
-while the others never change. Runs the scenario's converge playbook (serial 1,
-max_fail_percentage 0) exactly as a rollout would, then inspects every host."""
+"""Rolling update across three hosts with playbooks/serve.yml itself (its serial,
+max_fail_percentage and the rollback of its roles, not a copy of them): a good
+change rolls through all of them one host at a time; a bad one stops at the first
+batch, whose host is rolled back and serves again, while the others never change;
+in a batch of two (triton_rollout_serial=2), one failed host of two stops the
+rollout before the next batch (max_fail_percentage 0: a one-host batch would stop
+whatever the percentage, since Ansible ends a play when a whole batch failed)."""
 
 import json
 import os
@@ -12,9 +15,11 @@ from pathlib import Path
 import pytest
 
 HOSTS = {"a": 18410, "b": 18420, "c": 18430}
-REPO = "/srv/triton/repository"
+REPO = "/opt/triton/repository"
 REPO_KEY = "molecule-repository-key-0123456789"
-CONVERGE = Path(__file__).resolve().parents[1] / "converge.yml"
+SERVE = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "playbooks" / "serve.yml"
+SERVE_PLAY = "PLAY [Model repository, Triton server and the generation gate]"
+BAD_ARG = "max_num_batched_token"
 
 
 def _docker(instance, *args):
@@ -23,21 +28,32 @@ def _docker(instance, *args):
 
 
 def _state(instance):
-    """What a host serves: where current points, and when its container started."""
-    link = _docker(instance, "readlink", f"{REPO}/current").stdout.strip()
+    """What a host serves and holds: the generation current points at, when its container
+    started, and whether any generation on disk carries the bad change."""
+    generation = _docker(instance, "readlink", "-f", f"{REPO}/current").stdout.strip()
     started = _docker(instance, "docker", "inspect", "-f", "{{.State.StartedAt}}", f"triton-fleet{instance}").stdout.strip()
-    return {"current": link, "started": started,
-            "gen3": _docker(instance, "test", "-e", f"{REPO}/generations/gen-3").returncode == 0}
+    bad = _docker(instance, "grep", "-rlF", BAD_ARG, f"{REPO}/generations").stdout.split()
+    return {"current": generation, "started": started, "bad_generations": bad}
 
 
-def _rollout(change):
+def _model_json(instance, generation):
+    return json.loads(_docker(instance, "cat", f"{generation}/demo/1/model.json").stdout)
+
+
+def _rollout(change, *extra):
     env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORCE_COLOR="0")
     cfg = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "ansible.cfg"
     if cfg.exists():
         env["ANSIBLE_CONFIG"] = str(cfg)
-    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(CONVERGE),
-                           "-e", f"triton_fleet_change={change}"],
-                          capture_output=True, text=True, env=env, check=False)
+    return subprocess.run(["ansible-playbook", "-i", os.environ["MOLECULE_INVENTORY_FILE"], str(SERVE),
+                           "-e", f"triton_fleet_change={change}", *extra],
+                          capture_output=True, text=True, env=env, check=False, timeout=1200)
+
+
+def _recap_hosts(output):
+    """The hosts the run's PLAY RECAP names (a host of a batch never started is not there)."""
+    recap = output[output.rindex("PLAY RECAP"):].splitlines()[1:]
+    return sorted(line.split()[0] for line in recap if line.startswith("triton-fleet-"))
 
 
 def _gate(instance):
@@ -53,22 +69,34 @@ def baseline():
     return {instance: _state(instance) for instance in HOSTS}
 
 
-def test_baseline_serves_generation_1(baseline):
+def test_baseline_serves_the_first_generation(baseline):
+    generations = {state["current"] for state in baseline.values()}
+    assert len(generations) == 1, baseline
+    (generation,) = generations
+    assert generation.startswith(f"{REPO}/generations/"), generation
     for instance, state in baseline.items():
-        assert state["current"] == f"{REPO}/generations/gen-1", instance
         assert state["started"], instance
+        assert not state["bad_generations"], instance
+        assert _model_json(instance, generation)["gpu_memory_utilization"] == 0.5
 
 
-def test_good_change_rolls_through_every_host_without_restarts(baseline):
+def test_good_change_rolls_through_every_host_one_at_a_time_without_restarts(baseline):
     run = _rollout("good")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    # serve.yml's serial: one batch (one play header) per host, in inventory order
+    assert run.stdout.count(SERVE_PLAY) == len(HOSTS), run.stdout[-4000:]
+    batches = run.stdout.split(SERVE_PLAY)[1:]
+    for batch, instance in zip(batches, sorted(HOSTS)):
+        named = {name for name in HOSTS if f"[triton-fleet-debian12-{name}]" in batch}
+        assert named == {instance}, (instance, named)
     for instance in HOSTS:
         state = _state(instance)
-        assert state["current"] == f"{REPO}/generations/gen-2", instance
+        assert state["current"] != baseline[instance]["current"], instance
+        assert _model_json(instance, state["current"])["gpu_memory_utilization"] == 0.6
         # the changed model was reloaded through the repository API, not restarted
         assert state["started"] == baseline[instance]["started"], instance
         last_good = json.loads(_docker(instance, "cat", f"/var/lib/triton-server/fleet{instance}/last-good.json").stdout)
-        assert last_good["repository_target"] == f"{REPO}/generations/gen-2"
+        assert last_good["repository_target"] == state["current"]
         log = _docker(instance, "journalctl", "-u", f"triton-fleet{instance}", "-o", "cat", "--no-pager").stdout
         assert log.count("successfully loaded 'demo'") == 2, instance
 
@@ -76,22 +104,40 @@ def test_good_change_rolls_through_every_host_without_restarts(baseline):
 def test_bad_change_stops_at_the_first_batch_and_rolls_it_back():
     before = {instance: _state(instance) for instance in HOSTS}
     run = _rollout("bad")
-    assert run.returncode != 0
-    changed = [instance for instance in HOSTS if _state(instance)["gen3"]]
-    assert len(changed) == 1, (changed, run.stdout[-4000:])
-    first = changed[0]
-    # the failure names the cause read from the server log, and the rollback
     output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    # serve.yml's max_fail_percentage 0 with serial: the first host fails, no other batch starts
+    changed = [instance for instance in HOSTS if _state(instance)["bad_generations"]]
+    assert changed == ["a"], (changed, output[-4000:])
+    assert _recap_hosts(output) == ["triton-fleet-debian12-a"], output[-2000:]
+    assert output.count(SERVE_PLAY) == 1, output[-4000:]
+    # the failure names the cause read from the server log, and the rollback
     assert "cause bad_config" in output, output[-4000:]
-    assert "failed to load 'demo' version 1" in output and "max_batch_size 8" in output
-    assert f"rolled back to {REPO}/generations/gen-2" in output
+    assert "failed to load 'demo' version 1" in output and f"unexpected keyword argument '{BAD_ARG}'" in output, output[-4000:]
+    assert f"rolled back to {before['a']['current']}" in output, output[-4000:]
     # the failed host serves the previous generation again
-    state = _state(first)
-    assert state["current"] == f"{REPO}/generations/gen-2"
-    assert _docker(first, "systemctl", "is-active", f"triton-fleet{first}").stdout.strip() == "active"
-    gate = _gate(first)
+    state = _state("a")
+    assert state["current"] == before["a"]["current"]
+    assert _docker("a", "systemctl", "is-active", "triton-fleeta").stdout.strip() == "active"
+    gate = _gate("a")
     assert gate.returncode == 0, gate.stdout + gate.stderr
     # the other hosts were never touched
-    for instance in HOSTS:
-        if instance != first:
-            assert _state(instance) == before[instance], instance
+    for instance in ("b", "c"):
+        assert _state(instance) == before[instance], instance
+
+
+def test_one_failed_host_in_a_batch_stops_the_rollout_before_the_next_batch():
+    before = {instance: _state(instance) for instance in HOSTS}
+    run = _rollout("better", "-e", "triton_rollout_serial=2", "-e", "triton_fleet_bad_host=triton-fleet-debian12-a")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-4000:]
+    # batch 1 is a (bad change) and b (good one); a failed: 50% > serve.yml's max_fail_percentage
+    assert "cause bad_config" in output and f"rolled back to {before['a']['current']}" in output, output[-4000:]
+    state = _state("a")
+    assert state["current"] == before["a"]["current"] and state["bad_generations"], state
+    assert _docker("a", "systemctl", "is-active", "triton-fleeta").stdout.strip() == "active"
+    # ... so batch 2 (c) never started: c is not in the recap and did not change
+    assert output.count(SERVE_PLAY) == 1, output[-4000:]
+    assert _recap_hosts(output) == ["triton-fleet-debian12-a", "triton-fleet-debian12-b"], output[-2000:]
+    assert _state("c") == before["c"]
+    assert _model_json("c", _state("c")["current"])["gpu_memory_utilization"] == 0.6

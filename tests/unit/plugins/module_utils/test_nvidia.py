@@ -1,4 +1,5 @@
 """Pure helpers of plugins/module_utils/nvidia.py: CSV parsing, versions, the driver table."""
+import json
 import os
 
 import pytest
@@ -140,6 +141,16 @@ def test_forward_compat_can_be_refused():
 def test_unknown_tag_names_the_known_ones():
     with pytest.raises(KeyError, match="25.12-vllm-python-py3"):
         nvidia.check_driver_for_container("580.1", "99.99-vllm-python-py3", _role_table())
+
+
+@pytest.mark.parametrize("recording", ["h100", "h200x2"])
+def test_recorded_refusals_match_the_check(recording):
+    with open(os.path.join(os.path.dirname(H100), recording, "too_new_refusal.txt")) as handle:
+        recorded = handle.read()
+    with open(os.path.join(os.path.dirname(H100), recording, "nvidia_gpu_info.json")) as handle:
+        driver = json.load(handle)["driver_version"]
+    result = nvidia.check_driver_for_container(driver, "25.12-vllm-python-py3", _role_table())
+    assert recorded.startswith(result["reason"])
 
 
 def test_h100_refusal_fixture_matches_the_check():

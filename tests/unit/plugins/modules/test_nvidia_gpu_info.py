@@ -75,6 +75,29 @@ def no_nvml(monkeypatch):
     monkeypatch.setattr(nvidia_gpu_info, "PYNVML_IMPORT_ERROR", ImportError("No module named 'pynvml'"))
 
 
+def recorded_smi(tmp_path, recording):
+    """An nvidia-smi that prints exactly what a recorded machine printed (tests/fixtures/nvidia/<recording>)."""
+    folder = os.path.join(os.path.dirname(H100), recording)
+    return write_smi(tmp_path, """
+case "$1" in
+  --query-gpu=index,uuid,name,memory.total,compute_cap,mig.mode.current,pci.bus_id,driver_version)
+    [ "$2" = "--format=csv,noheader,nounits" ] || exit 2; cat '%s';;
+  --version) cat '%s';;
+  *) exit 2;;
+esac
+""" % (os.path.abspath(os.path.join(folder, "nvidia_smi_query.csv")),
+       os.path.abspath(os.path.join(folder, "nvidia_smi_version.txt"))))
+
+
+def test_smi_result_equals_what_the_module_returned_on_two_h200s(tmp_path, no_nvml):
+    result = run_module(nvidia_smi_path=recorded_smi(tmp_path, "h200x2")).result
+    with open(os.path.join(os.path.dirname(H100), "h200x2", "nvidia_gpu_info_smi.json")) as handle:
+        expected = json.load(handle)
+    assert result["ansible_facts"]["nvidia_gpu_info"] == expected
+    assert [gpu["index"] for gpu in result["gpus"]] == [0, 1]
+    assert {gpu["memory_total_mib"] for gpu in result["gpus"]} == {143771}
+
+
 def test_smi_result_equals_what_the_module_returned_on_the_h100(h100_smi, no_nvml):
     result = run_module(nvidia_smi_path=h100_smi).result
     expected = json.loads(fixture_text("nvidia_gpu_info_smi.json"))

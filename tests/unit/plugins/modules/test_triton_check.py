@@ -40,8 +40,8 @@ def params(**overrides):
     spec = triton_check.argument_spec()
     values = {key: option.get("default") for key, option in spec.items()}
     values.update(overrides)
-    model_defaults = {k: o.get("default") for k, o in spec["models"]["options"].items()}
-    values["models"] = [dict(model_defaults, **m) for m in values["models"]]
+    values["models"], errors = triton_check.normalize_models(values["models"])
+    assert not errors
     return values
 
 
@@ -144,12 +144,26 @@ def test_url_scheme_sets_tls_and_is_stripped():
     ({"request_timeout": 0}, "request_timeout must be positive"),
     ({"models": [{"name": "a"}, {"name": "a"}]}, "same name and version twice"),
     ({"client_key": "/k.pem"}, "client_key needs client_cert"),
-    ({"models": [{"version": "1"}]}, "missing required arguments: name"),
+    ({"models": [{"version": "1"}]}, "models[0].name is required"),
+    # Names and dicts mixed; every error names the item and its key (the run that found these
+    # got ansible-core's "dictionary requested, could not parse JSON or key=value" instead).
+    ({"models": ["a", {"nmae": "b"}]}, "models[1].nmae is not an option (known: expected_regex"),
+    ({"models": [{"name": "a", "generate": "maybe"}]}, "models[0].generate must be a boolean, got 'maybe'"),
+    ({"models": [["a"]]}, "models[0] must be a model name or a dict with a name, got list"),
+    ({"models": [{"name": "a", "prompt": {"x": 1}}]}, "models[0].prompt must be a string, got dict"),
     ({"protocol": "ftp"}, "value of protocol must be one of"),
 ])
 def test_bad_arguments_fail_naming_the_option(args, message):
     result = run_main(args)
     assert result["failed"] and message in result["msg"]
+
+
+def test_model_names_as_plain_strings():
+    models, errors = triton_check.normalize_models(["gemma_local", {"name": "b", "generate": "no", "version": 2}])
+    assert not errors
+    assert models[0] == {"name": "gemma_local", "version": "", "generate": True, "prompt": None,
+                         "expected_substring": None, "expected_regex": None}
+    assert models[1]["generate"] is False and models[1]["version"] == "2"
 
 
 def _without_tritonclient(monkeypatch):
