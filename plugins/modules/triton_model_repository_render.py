@@ -118,7 +118,7 @@ copies:
   description: Relative destination folder to the host folder to copy (TensorRT-LLM python models).
   returned: success
   type: dict
-  sample: {"llama_preprocessing/1": "/opt/triton/trtllm_all_models/inflight_batcher_llm/preprocessing/1"}
+  sample: {"preprocessing/1": "/opt/triton/trtllm_all_models/inflight_batcher_llm/preprocessing/1"}
 load_models:
   description: Names to pass as C(--load-model) in explicit model-control mode.
   returned: success
@@ -129,7 +129,7 @@ model_dirs:
   description: Model name to the repository folders that belong to it.
   returned: success
   type: dict
-  sample: {"llama": ["llama", "llama_postprocessing", "llama_preprocessing", "llama_tensorrt_llm"]}
+  sample: {"llama": ["llama", "llama_tensorrt_llm", "llama_tensorrt_llm_bls", "postprocessing", "preprocessing"]}
 gpu_plan:
   description: Per GPU, the share each model takes and the total.
   returned: success
