@@ -113,6 +113,7 @@ def load_vllm_contract(directory, release):
         raise ModelRepositoryError(variable, "%s lacks %s" % (path, ", ".join(missing)))
     return contract
 
+
 TRTLLM_DEFAULTS = {
     "layout": "inflight_batcher",
     "engine_dir": None,

@@ -82,7 +82,7 @@ def test_plan_counts_both_instances_of_pair(served):
 
 
 def test_kind_model_loads_and_the_double_records_where(served):
-    server, _, placements = served
+    server, _repo, placements = served
     index = {entry["name"]: entry for entry in json.loads(post(server, "/v2/repository/index", {}))}
     assert index["pair"]["state"] == index["single"]["state"] == "READY"
     records = [json.loads(line) for line in placements.read_text(encoding="utf-8").splitlines()]

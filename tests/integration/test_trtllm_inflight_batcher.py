@@ -235,7 +235,7 @@ def _load(server, name):
 def broken(served):
     """broken(part, old, new): rewrites part's config.pbtxt (old -> new), reloads it and returns
     (status, body); the good config is put back and reloaded afterwards."""
-    server, repo, _ = served
+    server, repo, _rest = served
     saved = {}
 
     def apply(part, old, new, *more):

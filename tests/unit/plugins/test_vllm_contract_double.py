@@ -149,7 +149,7 @@ def test_the_role_renders_what_the_double_places_where_the_plan_says(backend, tm
     assert (group.kind, list(group.gpus), group.count) == (group.KIND_GPU, [1], 2)
     assert plan["gpu_plan"][1]["total_share"] == pytest.approx(0.8)  # two engines of 0.4 each
     engine = json.loads(plan["files"]["m/1/model.json"])
-    for _ in range(group.count):  # Triton: `count` instances on each listed GPU
+    for _instance in range(group.count):  # Triton: `count` instances on each listed GPU
         model = load(backend, triton_args(tmp_path, engine, kind="GPU", device_id=group.gpus[0]))
         assert model.placement["devices"] == ["1"]
 

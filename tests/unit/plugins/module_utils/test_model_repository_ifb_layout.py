@@ -36,7 +36,7 @@ def test_parts_keep_the_names_the_upstream_bls_calls():
 
 
 def test_ensemble_maps_log_probs_straight_from_tensorrt_llm_and_uses_seed():
-    _, files = rendered()
+    _plan, files = rendered()
     ensemble = mr.parse_config(files["llama/config.pbtxt"], "ensemble")
     steps = dict((step.model_name, step) for step in ensemble.ensemble_scheduling.step)
     assert dict(steps["postprocessing"].input_map) == {"TOKENS_BATCH": "_TOKENS_BATCH",

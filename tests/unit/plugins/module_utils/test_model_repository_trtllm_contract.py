@@ -143,9 +143,9 @@ def test_each_family_converter_accepts_the_rendered_flags(tmp_path, family, dire
     source = tmp_path / "models" / family
     source.mkdir(parents=True)
     (source / "config.json").write_text("{}")
-    engine = [e for e in plan([{"name": family, "backend": "tensorrtllm", "model_path": str(source), "gpus": [0, 1],
-                                "trtllm": {"build": True, "model_family": family, "quantization": quantization,
-                                           "engine_dir": str(tmp_path / "engines" / family)}}])["engines"]][0]
+    engine = plan([{"name": family, "backend": "tensorrtllm", "model_path": str(source), "gpus": [0, 1],
+                    "trtllm": {"build": True, "model_family": family, "quantization": quantization,
+                               "engine_dir": str(tmp_path / "engines" / family)}}])["engines"][0]
     command = converter_command(render_build_script(engine, CONTAINER / "app" / "examples" / "models" / "core"))
     assert "/%s/convert_checkpoint.py" % directory in command and tp_flag in command
     if family == "gemma":
