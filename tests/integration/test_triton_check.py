@@ -52,7 +52,9 @@ def server(tmp_path_factory):
     write_vllm_model(repo, "broken", engine_args={"model": "facebook/opt-125m", "disable_log_requests": True})
     write_vllm_model(repo, "idle")
     write_vllm_model(repo, "flaky", parameters={"FIXTURE_FAIL_AFTER_TOKENS": "2"})
-    write_vllm_model(repo, "slow", parameters={"FIXTURE_LOAD_DELAY_S": "2"})
+    # Long enough that the check (an ansible-playbook run, seconds to start on a busy machine)
+    # starts its first probe while the model still loads.
+    write_vllm_model(repo, "slow", parameters={"FIXTURE_LOAD_DELAY_S": "8"})
     srv = TritonServer(repo, http_port=18020, grpc_port=18021, metrics_port=18022,
                        load_models=["demo", "echo", "broken", "flaky"])
     with srv:
