@@ -2,6 +2,7 @@
 """State the model_repository role leaves after converge + side_effect."""
 
 import json
+import re
 
 ROOT = "/opt/triton/repository"
 
@@ -31,6 +32,8 @@ def test_gemma_local_as_in_the_brief_with_the_second_converge_change(host):
     assert config.mode == 0o644 and config.user == "root"
     assert 'backend: "vllm"' in config.content_string and "max_batch_size: 0" in config.content_string
     assert "decoupled: true" in config.content_string
+    # gpus: [0] on a two-GPU host: pinned to GPU 0 (KIND_MODEL would start it on cuda:0 of all GPUs)
+    assert re.search(r"kind: KIND_GPU\s+gpus: \[ ?0 ?\]", config.content_string), config.content_string
 
 
 def test_trtllm_ensemble_with_python_models_from_the_image(host):
