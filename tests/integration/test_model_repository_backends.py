@@ -5,14 +5,13 @@ in-flight batching ensemble, all READY, generate_stream answering (through the
 ensemble for TRT-LLM). Only the engines are stand-ins (see the fixture files)."""
 
 import json
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
-from tests.fixtures.triton.server import TritonServer
+from tests.fixtures.triton.server import TritonServer, lay_out_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "roles" / "model_repository" / "templates"
@@ -28,15 +27,8 @@ def install(tmp_path, models):
                 "vllm_contract": mr.load_vllm_contract(str(ROOT / "roles" / "model_repository" / "files" / "vllm_contract"),
                                                        "25.12")}
     plan = mr.build_plan(models, {}, GPUS, settings, str(TEMPLATES), str(ALL_MODELS))
-    repo = tmp_path / "repository"
-    # As triton_model_repository does: copied folders first, rendered files over them
-    # (upstream's llmapi folder ships its own model.yaml; ours must win).
-    for dest, source in plan["copies"].items():
-        shutil.copytree(source, repo / dest, dirs_exist_ok=True)
-    for path, text in plan["files"].items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(text, encoding="utf-8")
-    return repo, plan
+    # upstream's llmapi folder ships its own model.yaml: ours must win, as in the module
+    return lay_out_repository(plan, tmp_path / "repository"), plan
 
 
 def fake_model_dir(path, engine=False):

@@ -16,7 +16,6 @@ Ports 18750-18752 only.
 
 import json
 import queue
-import shutil
 import urllib.error
 import urllib.request
 from functools import partial
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
-from tests.fixtures.triton.server import TritonServer
+from tests.fixtures.triton.server import TritonServer, lay_out_repository
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "roles" / "model_repository" / "templates"
@@ -56,14 +55,7 @@ def build(tmp_path):
                 "gpu_memory_budget": 0.9}
     plan = mr.build_plan(variables["model_repository_models"], {}, variables["model_repository_gpus"], settings,
                          str(TEMPLATES), str(ALL_MODELS))
-    repo = tmp_path / "repository"
-    # As triton_model_repository does: the copied python model folders, then the rendered files.
-    for dest, source in plan["copies"].items():
-        shutil.copytree(source, repo / dest, dirs_exist_ok=True)
-    for path, text in plan["files"].items():
-        (repo / path).parent.mkdir(parents=True, exist_ok=True)
-        (repo / path).write_text(text, encoding="utf-8")
-    return repo, plan
+    return lay_out_repository(plan, tmp_path / "repository"), plan
 
 
 @pytest.fixture(scope="module")

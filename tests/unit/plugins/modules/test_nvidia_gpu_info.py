@@ -55,26 +55,6 @@ def write_smi(tmp_path, script):
     return str(path)
 
 
-@pytest.fixture
-def h100_smi(tmp_path):
-    """An nvidia-smi that prints exactly what the H100 printed, and checks its arguments."""
-    return write_smi(tmp_path, """
-case "$1" in
-  --query-gpu=index,uuid,name,memory.total,compute_cap,mig.mode.current,pci.bus_id,driver_version)
-    [ "$2" = "--format=csv,noheader,nounits" ] || exit 2; cat '%s';;
-  --version) cat '%s';;
-  *) exit 2;;
-esac
-""" % (os.path.abspath(os.path.join(H100, "nvidia_smi_query.csv")),
-       os.path.abspath(os.path.join(H100, "nvidia_smi_version.txt"))))
-
-
-@pytest.fixture
-def no_nvml(monkeypatch):
-    monkeypatch.setattr(nvidia_gpu_info, "HAS_PYNVML", False)
-    monkeypatch.setattr(nvidia_gpu_info, "PYNVML_IMPORT_ERROR", ImportError("No module named 'pynvml'"))
-
-
 def recorded_smi(tmp_path, recording):
     """An nvidia-smi that prints exactly what a recorded machine printed (tests/fixtures/nvidia/<recording>)."""
     folder = os.path.join(os.path.dirname(H100), recording)
@@ -87,6 +67,18 @@ case "$1" in
 esac
 """ % (os.path.abspath(os.path.join(folder, "nvidia_smi_query.csv")),
        os.path.abspath(os.path.join(folder, "nvidia_smi_version.txt"))))
+
+
+@pytest.fixture
+def h100_smi(tmp_path):
+    """An nvidia-smi that prints exactly what the H100 printed, and checks its arguments."""
+    return recorded_smi(tmp_path, "h100")
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    monkeypatch.setattr(nvidia_gpu_info, "HAS_PYNVML", False)
+    monkeypatch.setattr(nvidia_gpu_info, "PYNVML_IMPORT_ERROR", ImportError("No module named 'pynvml'"))
 
 
 def test_smi_result_equals_what_the_module_returned_on_two_h200s(tmp_path, no_nvml):
