@@ -154,6 +154,37 @@ def test_the_role_renders_what_the_double_places_where_the_plan_says(backend, tm
         assert model.placement["devices"] == ["1"]
 
 
+def test_gpu_allocate_knob_off_starts_no_engine_process_and_never_imports_torch(backend, tmp_path):
+    record = tmp_path / "placement.jsonl"
+    model = load(backend, triton_args(tmp_path, {"model": "o/m"}, kind="GPU", device_id=1,
+                                      parameters={"FIXTURE_PLACEMENT_FILE": str(record)}))
+    assert model.engine_process is None and "engine" not in model.placement
+    assert "torch" not in sys.modules
+    assert json.loads(record.read_text(encoding="utf-8"))["pid"] == os.getpid()
+
+
+def test_gpu_allocate_knob_without_torch_or_gpu_holds_nothing(backend, tmp_path):
+    """FIXTURE_GPU_ALLOCATE on a machine without torch or a CUDA device (CI): the engine
+    process starts with the device set above, holds nothing, says why, and the model loads;
+    finalize() ends the engine process. On a GPU machine tests/device/gpu_placement.py makes it
+    hold the planned share."""
+    record = tmp_path / "placement.jsonl"
+    model = load(backend, triton_args(tmp_path, {"model": "o/m", "gpu_memory_utilization": 0.3}, kind="GPU",
+                                      device_id=1, parameters={"FIXTURE_PLACEMENT_FILE": str(record),
+                                                               "FIXTURE_GPU_ALLOCATE": "true",
+                                                               "FIXTURE_GPU_PYTHON": sys.executable}))
+    engine = model.placement["engine"]
+    assert engine["allocated_bytes"] == 0 and engine["devices"] == []
+    assert engine["reason"].startswith(("torch is not importable", "torch sees no CUDA device"))
+    assert engine["cuda_visible_devices"] == "1" and engine["share"] == 0.3
+    assert engine["pid"] == model.engine_process.pid != os.getpid()
+    lines = record.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["engine"] == engine  # one record, once the engine is up
+    assert "torch" not in sys.modules
+    model.finalize()
+    assert model.engine_process.returncode == 0
+
+
 # --- the data: derived from the wheel, the same for the double and the role ---------------
 
 def test_the_double_and_the_role_table_list_the_same_vllm():
