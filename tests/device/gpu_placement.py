@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """GPU placement and the memory plan, proven on a real multi-GPU machine (run by hand on such
 a machine, never by CI; tests/fixtures/nvidia/placement_h200x2/ is what it recorded, and
