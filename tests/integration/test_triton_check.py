@@ -52,9 +52,9 @@ def server(tmp_path_factory):
     write_vllm_model(repo, "broken", engine_args={"model": "facebook/opt-125m", "disable_log_requests": True})
     write_vllm_model(repo, "idle")
     write_vllm_model(repo, "flaky", parameters={"FIXTURE_FAIL_AFTER_TOKENS": "2"})
-    # Long enough that the check (an ansible-playbook run, seconds to start on a busy machine)
+    # Long enough that the check (an ansible-playbook run, up to ~10 s to start on a busy machine: 8 s was not)
     # starts its first probe while the model still loads.
-    write_vllm_model(repo, "slow", parameters={"FIXTURE_LOAD_DELAY_S": "8"})
+    write_vllm_model(repo, "slow", parameters={"FIXTURE_LOAD_DELAY_S": "20"})
     srv = TritonServer(repo, http_port=18020, grpc_port=18021, metrics_port=18022,
                        load_models=["demo", "echo", "broken", "flaky"])
     with srv:
@@ -159,7 +159,7 @@ def test_model_still_loading_is_waited_for(server, tmp_path):
             assert time.monotonic() < deadline, "the load of 'slow' did not begin"
             time.sleep(0.01)
         watcher.close()
-        result = check(server, "grpc", tmp_path, models=[{"name": "slow"}], wait_timeout=30)
+        result = check(server, "grpc", tmp_path, models=[{"name": "slow"}], wait_timeout=90)
     finally:
         loader.join()
     assert not result.get("failed"), result["msg"]
