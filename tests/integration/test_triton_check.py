@@ -163,7 +163,9 @@ def test_model_still_loading_is_waited_for(server, tmp_path):
     finally:
         loader.join()
     assert not result.get("failed"), result["msg"]
-    assert result["attempts"] > 1 and result["waited_s"] >= 0.5
+    # It waited for the load: over several probes, or in one whose repository-index call Triton
+    # holds until the load in progress ends (seen here: attempts == 1, waited_s ~ the load time).
+    assert result["attempts"] >= 1 and result["waited_s"] >= 0.5, result
     assert result["models"][0]["generation"]["text"]
 
 
