@@ -26,7 +26,7 @@ repo="$(pwd)"
 all_stages=(lint sanity unit integration deploy molecule)
 if (($#)); then stages=("$@"); else stages=("${all_stages[@]}"); fi
 
-declare -a summary=()
+declare -a summary=() failures=()
 failed=0
 passed=0
 
@@ -36,22 +36,40 @@ run_stage() {
   echo
   echo "======== stage ${name} ========"
   start=$(date +%s)
-  "$@"
+  # Each stage's output is kept in tests/output/stages/, so that the summary can repeat
+  # why a stage failed: CI often shows only the tail of a long run.
+  local log="${repo}/tests/output/stages/${name// /_}.log"
+  mkdir -p "${log%/*}"
+  # Not a pipe: the stage runs in this shell, so what it sets (the dockerd it started) stays.
+  "$@" > >(tee "${log}") 2>&1
   rc=$?
   end=$(date +%s)
   if ((rc == 0)); then
     passed=$((passed + 1)); summary+=("$(printf '%-22s ok     %5ss' "${name}" $((end - start)))")
   else
     failed=$((failed + 1)); summary+=("$(printf '%-22s FAILED %5ss (exit %s)' "${name}" $((end - start)) "${rc}")")
+    sleep 1  # let tee write the last lines
+    failures+=("${name}: ${log#"${repo}/"}")
+    failures+=("$(stage_failure_lines "${log}")")
   fi
   echo "======== stage ${name}: exit ${rc} in $((end - start))s ========"
   return "${rc}"
+}
+
+# The lines that say why a stage failed (Ansible, pytest, Molecule, shell), at most 20.
+stage_failure_lines() {
+  grep -E -e '^(fatal|failed): \[' -e 'FAILED!' -e '^(E  |FAILED |ERROR )' -e 'CRITICAL|Error:' "$1" \
+    | grep -v 'FAILED - RETRYING' | cut -c1-400 | tail -n 20
 }
 
 print_summary() {
   echo
   echo "======== summary ========"
   printf '%s\n' "${summary[@]}"
+  if ((${#failures[@]})); then
+    echo "---- why the failed stages failed ----"
+    printf '%s\n' "${failures[@]}"
+  fi
   echo "stages: ${passed} passed, ${failed} failed"
 }
 
