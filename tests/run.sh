@@ -228,6 +228,16 @@ deploy_refuses_bad_values() {
     fi
     echo "deploy: refused before any change: ${value}"
   done
+  # One stage alone, by its tag, on the converged host: it finds what it needs, changes nothing.
+  local tag
+  for tag in container_engine triton_server model_repository hf_model; do
+    log="${out}/tag-${tag}.log"
+    if ! ansible-playbook site.yml -i inventories/sandbox --tags "${tag}" >"${log}" 2>&1; then
+      echo "deploy: --tags ${tag} failed on the converged host (${log})"; tail -30 "${log}"; return 1
+    fi
+    deploy_unchanged "${log}" >/dev/null || { echo "deploy: --tags ${tag} changed the converged host (${log})"; return 1; }
+    echo "deploy: --tags ${tag} ran alone, nothing changed"
+  done
   after="$(server_state)"
   if [[ "${before}" != "${after}" ]]; then
     echo "deploy: the server changed:"; diff <(echo "${before}") <(echo "${after}"); return 1
