@@ -1,0 +1,171 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Triton release table (roles/common/vars/triton_releases.yml) and what follows from it.
+
+- The table is sound: every image has a tag of its release, a CUDA version, a minimum driver and
+  a source described under `sources`; layouts and default layouts are consistent.
+- The default release runs on every supported OS: the default driver branch of the default driver
+  source of every OS in nvidia_driver's matrix (roles/nvidia_driver/vars/<OS>-<major>.yml) meets
+  the minimum of every image of the default release.
+- What the collection derives: the driver table, image tags, the TensorRT-LLM layout per release,
+  and the refusals (unknown release, backend or layout not offered) naming the variable.
+"""
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.onprem.triton.plugins.module_utils import nvidia
+from ansible_collections.onprem.triton.plugins.module_utils import triton_release as tr
+from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.lookup.triton_releases import load_table
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DRIVER_VARS = os.path.join(ROOT, "roles", "nvidia_driver", "vars")
+
+
+def _yaml(*parts):
+    with open(os.path.join(ROOT, *parts)) as handle:
+        return yaml.safe_load(handle)
+
+
+TABLE = _yaml("roles", "common", "vars", "triton_releases.yml")["_common_triton_releases"]
+OS_MATRIX = sorted(name[:-4] for name in os.listdir(DRIVER_VARS) if "-" in name)
+DRIVER_DEFAULTS = _yaml("roles", "nvidia_driver", "defaults", "main.yml")
+
+
+def test_the_lookup_reads_the_same_table():
+    assert load_table() == TABLE
+
+
+def test_the_table_is_sound():
+    assert tr.validate_table(TABLE) == []
+
+
+def test_the_table_holds_25_12_and_a_newer_release():
+    releases = tr.known_releases(TABLE)
+    assert "25.12" in releases and releases[0] > "25.12"
+    assert TABLE["default"] == "25.12"
+
+
+def test_the_os_matrix_is_the_supported_one():
+    assert OS_MATRIX == ["Debian-12", "RedHat-8", "RedHat-9", "Ubuntu-22", "Ubuntu-24"]
+
+
+@pytest.mark.parametrize("os_vars", OS_MATRIX)
+@pytest.mark.parametrize("backend", tr.IMAGE_BACKENDS)
+def test_the_default_release_runs_on_the_default_branch_of_every_os(os_vars, backend):
+    """nvidia_driver's defaults (source, no branch set: the OS's default branch) against each image
+    of the default release, through the same check the role's preflight makes."""
+    matrix = _yaml("roles", "nvidia_driver", "vars", os_vars + ".yml")["_nvidia_driver_os"]
+    source = matrix["sources"][DRIVER_DEFAULTS["nvidia_driver_source"]]
+    tag = tr.image_tag(TABLE, TABLE["default"], backend)
+    assert tag, "the default release has no %s image" % backend
+    result = nvidia.check_branch_for_container(source["default_branch"], tag, tr.driver_table(TABLE),
+                                               DRIVER_DEFAULTS["nvidia_driver_forward_compat"])
+    assert result["ok"], "%s: %s" % (os_vars, result["reason"])
+
+
+@pytest.mark.parametrize("os_vars", OS_MATRIX)
+def test_the_newest_vllm_images_need_a_branch_no_os_offers(os_vars):
+    """Recorded, not wished away: 26.07's vLLM image needs 610.43.02 and 26.08's 615.61, and no
+    OS of the matrix knows a branch that new (the upgrade report says so per host)."""
+    matrix = _yaml("roles", "nvidia_driver", "vars", os_vars + ".yml")["_nvidia_driver_os"]
+    branches = [int(b) for source in matrix["sources"].values() for b in source["branches"]]
+    for release in ("26.07", "26.08"):
+        minimum = tr.release_entry(TABLE, release)["images"]["vllm"]["min_driver"]
+        assert max(branches) < nvidia.driver_branch(minimum)
+
+
+def test_driver_table_keys_are_every_image():
+    table = tr.driver_table(TABLE)
+    assert table["25.12-vllm-python-py3"] == {"cuda": "13.1.0", "min_driver": "590.44.01", "forward_compat": []}
+    assert table["25.12-trtllm-python-py3"]["min_driver"] == "580.95.05"
+    assert table["26.07-vllm-python-py3"]["min_driver"] == "610.43.02"
+    assert table["26.07-trtllm-python-py3"]["min_driver"] == "590.44.01"
+    assert "26.08-trtllm-python-py3" not in table
+    assert [c["branch"] for c in table["25.10-trtllm-python-py3"]["forward_compat"]] == [470, 525, 535, 545]
+
+
+def test_image_tags():
+    assert tr.image_tag(TABLE, "25.12", "vllm") == "25.12-vllm-python-py3"
+    assert tr.image_tag(TABLE, "26.07", "trtllm") == "26.07-trtllm-python-py3"
+    assert tr.image_tag(TABLE, "26.08", "trtllm") == ""
+    assert tr.image_tag(TABLE, "99.01", "vllm") == ""
+
+
+def test_an_unknown_release_lists_the_known_ones():
+    with pytest.raises(tr.TritonReleaseError) as error:
+        tr.release_entry(TABLE, "26.99", "model_repository_triton_release")
+    assert error.value.variable == "model_repository_triton_release"
+    assert "known: 26.08, 26.07, 25.12, 25.10, 25.01" in str(error.value)
+
+
+def test_a_backend_the_release_does_not_offer():
+    with pytest.raises(tr.TritonReleaseError) as error:
+        tr.image(tr.release_entry(TABLE, "26.08"), "trtllm", "triton_server_backend")
+    assert error.value.variable == "triton_server_backend"
+    assert "trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)" in str(error.value)
+
+
+@pytest.mark.parametrize("release,default,offered", [
+    ("25.12", "inflight_batcher", ["inflight_batcher", "llmapi"]),   # both: the inventory chooses
+    ("26.07", "llmapi", ["llmapi"]),                                 # engine backend deprecated
+    ("26.08", None, []),                                             # no TRT-LLM image confirmed
+    ("25.10", None, []),                                             # layouts not confirmed
+])
+def test_trtllm_layouts_per_release(release, default, offered):
+    entry = tr.release_entry(TABLE, release)
+    assert tr.default_layout(entry) == default
+    assert tr.offered_layouts(entry) == offered
+
+
+def test_a_deprecated_layout_is_refused_with_the_reason():
+    with pytest.raises(tr.TritonReleaseError) as error:
+        tr.check_layout(tr.release_entry(TABLE, "26.07"), "inflight_batcher", "model_repository_models[0].trtllm.layout",
+                        "model_repository_triton_release")
+    message = str(error.value)
+    assert error.value.variable == "model_repository_models[0].trtllm.layout"
+    assert "'inflight_batcher' is deprecated in TensorRT-LLM 1.2.1" in message and "layouts offered: llmapi" in message
+
+
+# --- the model repository renderer follows the release ----------------------------------------
+
+SETTINGS = {"models_dir": "/opt/models", "server_models_dir": "/opt/models", "engines_dir": "/opt/triton/engines",
+            "server_engines_dir": "/opt/triton/engines", "vllm_report_custom_metrics": True}
+GPUS = [{"index": 0, "memory_total_mib": 81559}]
+TRT = {"name": "m", "backend": "tensorrtllm", "hf_repo_id": "o/m"}
+
+
+def _normalize(release, model):
+    settings = dict(SETTINGS, release=tr.release_entry(TABLE, release))
+    return mr.normalize_models([model], GPUS, settings)[0]
+
+
+@pytest.mark.parametrize("release,layout", [("25.12", "inflight_batcher"), ("26.07", "llmapi")])
+def test_a_trtllm_model_gets_the_release_default_layout(release, layout):
+    assert _normalize(release, dict(TRT))["trtllm"]["layout"] == layout
+
+
+def test_25_12_lets_the_inventory_choose_the_layout():
+    assert _normalize("25.12", dict(TRT, trtllm={"layout": "llmapi"}))["trtllm"]["layout"] == "llmapi"
+
+
+def test_26_07_refuses_the_engine_layout():
+    with pytest.raises(mr.ModelRepositoryError) as error:
+        _normalize("26.07", dict(TRT, trtllm={"layout": "inflight_batcher", "build": True}))
+    assert error.value.variable == "model_repository_models[0].trtllm.layout"
+    assert "model_repository_triton_release" in str(error.value)
+
+
+def test_the_llmapi_layout_builds_no_engine():
+    with pytest.raises(mr.ModelRepositoryError) as error:
+        _normalize("25.12", dict(TRT, model_path="/opt/models/m", hf_repo_id=None, trtllm={"layout": "llmapi", "build": True}))
+    assert error.value.variable == "model_repository_models[0].trtllm.build"
+
+
+def test_26_08_refuses_tensorrtllm_naming_the_backend():
+    with pytest.raises(mr.ModelRepositoryError) as error:
+        _normalize("26.08", dict(TRT))
+    assert error.value.variable == "model_repository_models[0].backend"
+    assert "not offered by Triton release 26.08" in str(error.value)
+    assert "model_repository_triton_release" in str(error.value)
