@@ -169,3 +169,30 @@ def test_26_08_refuses_tensorrtllm_naming_the_backend():
     assert error.value.variable == "model_repository_models[0].backend"
     assert "not offered by Triton release 26.08" in str(error.value)
     assert "model_repository_triton_release" in str(error.value)
+
+
+# --- the vLLM contract of each release -----------------------------------------------------------
+
+CONTRACTS = os.path.join(ROOT, "roles", "model_repository", "files", "vllm_contract")
+
+
+@pytest.mark.parametrize("name", sorted(n[:-5] for n in os.listdir(CONTRACTS) if n.endswith(".json")))
+def test_each_vllm_contract_is_the_vllm_of_its_release(name):
+    contract = mr.load_vllm_contract(CONTRACTS, name)
+    vllm = tr.image(tr.release_entry(TABLE, name), "vllm")
+    assert contract["triton_release"] == name and contract["vllm_version"] == vllm["vllm"]
+    assert contract["image"] == "nvcr.io/nvidia/tritonserver:" + vllm["tag"]
+
+
+@pytest.mark.parametrize("engine_args, variable", [
+    ({"swap_space": 4}, "model_repository_models[0].engine_args.swap_space"),       # gone in vLLM 0.24.0
+    ({"quantization": "gguf"}, "model_repository_models[0].engine_args.quantization"),
+])
+def test_what_25_12_accepts_and_26_07_refuses(engine_args, variable):
+    model = {"name": "v", "backend": "vllm", "hf_repo_id": "o/v", "engine_args": engine_args}
+    old = dict(SETTINGS, release=tr.release_entry(TABLE, "25.12"), vllm_contract=mr.load_vllm_contract(CONTRACTS, "25.12"))
+    new = dict(SETTINGS, release=tr.release_entry(TABLE, "26.07"), vllm_contract=mr.load_vllm_contract(CONTRACTS, "26.07"))
+    mr.normalize_models([dict(model)], GPUS, old)
+    with pytest.raises(mr.ModelRepositoryError) as error:
+        mr.normalize_models([dict(model)], GPUS, new)
+    assert error.value.variable == variable and "0.24.0" in str(error.value)
