@@ -83,7 +83,7 @@ options:
       - The entry of I(triton_release) in the collection's release table (lookup C(onprem.triton.triton_releases),
         filter C(onprem.triton.triton_release_facts)). When given, a backend the release has no image for and a
         TensorRT-LLM layout it does not offer are refused, and a model without C(trtllm.layout) gets the release's
-        default layout. Empty: no release check (the layout defaults to C(inflight_batcher)).
+        default layout. When empty, nothing is checked against a release and the layout defaults to C(inflight_batcher).
     type: dict
     default: {}
   vllm_contracts_dir:
