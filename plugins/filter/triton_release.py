@@ -20,6 +20,7 @@ from ansible_collections.onprem.triton.plugins.module_utils.triton_release impor
     offered_backends,
     offered_layouts,
     release_entry,
+    upgrade_findings,
 )
 
 
@@ -67,6 +68,23 @@ def triton_driver_table(table):
     return driver_table(table)
 
 
+def triton_upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
+                            known_branches=None, allow_forward_compat=True, refusal=None):
+    """What moving a host from `current` to `target` implies (see module_utils upgrade_findings)."""
+    try:
+        return upgrade_findings(table, current, target, backend, models, driver_version or None,
+                                str(planned_branch) if planned_branch else None, known_branches or [],
+                                bool(allow_forward_compat), refusal or None)
+    except (TritonReleaseError, KeyError, ValueError) as exc:
+        raise AnsibleFilterError("triton_upgrade_findings: %s" % exc)
+
+
+def triton_upgrade_lines(host_findings):
+    """(host, findings) -> one 'HOST | KIND | WHAT | ACTION' line per finding."""
+    host, findings = host_findings
+    return ["%s | %s | %s | %s" % (host, item["kind"], item["what"], item["action"]) for item in findings or []]
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -75,4 +93,6 @@ class FilterModule:
             "triton_release_check": triton_release_check,
             "triton_release_layout_check": triton_release_layout_check,
             "triton_driver_table": triton_driver_table,
+            "triton_upgrade_findings": triton_upgrade_findings,
+            "triton_upgrade_lines": triton_upgrade_lines,
         }

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: triton_releases
-author: onprem.triton contributors
+author: onprem.triton maintainers (@onprem-triton)
 short_description: The Triton release table of the collection
 version_added: 0.1.0
 description:

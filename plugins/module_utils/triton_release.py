@@ -164,3 +164,73 @@ def validate_table(table):
                     and (facts.get("layouts") or {}).get(facts["default_layout"]) != "supported":
                 problems.append("%s: default_layout %s is not a supported layout" % (where, facts["default_layout"]))
     return problems
+
+
+def upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
+                     known_branches=(), allow_forward_compat=True, refusal=None):
+    """What moving one host from release `current` to `target` implies, without changing anything.
+
+    backend: the host's image backend (vllm | trtllm); models: its model_repository_models;
+    driver_version: the running driver (None when unknown); planned_branch: the branch nvidia_driver
+    would install with the inventory as it is; known_branches: the branches nvidia_driver knows for
+    the host's OS and source; refusal: {"variable", "msg"} when the model repository preflight of
+    the target release refused the inventory (None when it passed).
+    Returns a list of {"kind": image|driver|model|variable, "what", "action"}.
+    """
+    from ansible_collections.onprem.triton.plugins.module_utils.nvidia import (  # pylint: disable=import-outside-toplevel
+        check_branch_for_container, check_driver_for_container, driver_branch)
+    findings = []
+
+    def add(kind, what, action):
+        findings.append({"kind": kind, "what": what, "action": action})
+
+    old = release_entry(table, current, "triton_release (current)")
+    new = release_entry(table, target, "upgrade_triton_release")
+    old_tag, new_tag = image_tag(table, current, backend), image_tag(table, target, backend)
+    if not new_tag:
+        add("variable", "triton_server_backend=%s" % backend,
+            "refused: %s is not offered by Triton release %s (the release table confirms: %s)"
+            % (backend, target, ", ".join(offered_backends(new)) or "none"))
+        return findings
+    add("image", "%s -> %s" % (old_tag or "?", new_tag), "the server restarts on the new image (rolling, through the gate)")
+    drivers = driver_table(table)
+    needed = drivers[new_tag]["min_driver"]
+    if driver_version:
+        check = check_driver_for_container(driver_version, new_tag, drivers, allow_forward_compat)
+        add("driver", "running %s" % driver_version,
+            "ok (%s)" % check["reason"] if check["ok"] else "needs a newer driver first: %s" % check["reason"])
+    else:
+        add("driver", "running driver unknown (no GPU facts)", "needs %s or newer for %s" % (needed, new_tag))
+    if planned_branch:
+        check = check_branch_for_container(planned_branch, new_tag, drivers, allow_forward_compat)
+        if check["ok"]:
+            add("driver", "nvidia_driver_branch %s" % planned_branch, "ok (%s)" % check["reason"])
+        else:
+            newer = sorted(int(b) for b in known_branches if int(b) >= driver_branch(needed))
+            add("variable", "nvidia_driver_branch=%s" % planned_branch,
+                "refused by the nvidia_driver preflight: %s; %s" % (
+                    check["reason"], "set nvidia_driver_branch to %s" % newer[0] if newer else
+                    "no branch nvidia_driver knows for this OS (%s) is new enough: add one to its vars/ first"
+                    % ", ".join(str(b) for b in sorted(int(b) for b in known_branches))))
+    for model in models or []:
+        name = model.get("name", "?")
+        if model.get("backend") == "vllm":
+            old_v = ((old.get("images") or {}).get("vllm") or {}).get("vllm", "?")
+            new_v = ((new.get("images") or {}).get("vllm") or {}).get("vllm", "?")
+            add("model", name, "re-rendered and reloaded: model.json checked against vLLM %s (was %s)" % (new_v, old_v))
+        elif model.get("backend") == "tensorrtllm":
+            trt = model.get("trtllm") or {}
+            layout_now = trt.get("layout") or default_layout(old) or "inflight_batcher"
+            layout_new = trt.get("layout") or default_layout(new)
+            if layout_new is None:
+                continue  # the refusal (backend not offered) says it
+            if layout_now != layout_new:
+                add("model", name, "re-rendered as layout %s (was %s, the default of %s); no engine is used"
+                    % (layout_new, layout_now, current))
+            elif layout_new == "inflight_batcher" and trt.get("build"):
+                add("model", name, "engine rebuilt with the TensorRT-LLM of %s (its fingerprint holds the image)" % new_tag)
+            else:
+                add("model", name, "re-rendered; python models copied from the %s image" % target)
+    if refusal:
+        add("variable", refusal.get("variable") or "?", "refused by the model_repository preflight: %s" % refusal.get("msg"))
+    return findings

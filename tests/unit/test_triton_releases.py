@@ -196,3 +196,30 @@ def test_what_25_12_accepts_and_26_07_refuses(engine_args, variable):
     with pytest.raises(mr.ModelRepositoryError) as error:
         mr.normalize_models([dict(model)], GPUS, new)
     assert error.value.variable == variable and "0.24.0" in str(error.value)
+
+
+# --- the upgrade report's findings ---------------------------------------------------------------
+
+def _kinds(findings):
+    return [(f["kind"], f["what"]) for f in findings]
+
+
+def test_upgrade_to_a_release_without_the_backend():
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.08", "trtllm", [TRT])
+    assert _kinds(findings) == [("variable", "triton_server_backend=trtllm")]
+    assert "not offered by Triton release 26.08" in findings[0]["action"]
+
+
+def test_upgrade_keeps_an_explicit_engine_layout_where_it_is_offered():
+    model = dict(TRT, trtllm={"layout": "inflight_batcher", "build": True})
+    findings = tr.upgrade_findings(TABLE, "25.12", "25.12", "trtllm", [model], driver_version="580.159.04",
+                                   planned_branch="580", known_branches=["580", "590"])
+    assert ("driver", "running 580.159.04") in _kinds(findings)
+    assert [f["action"] for f in findings if f["kind"] == "model"] == [
+        "engine rebuilt with the TensorRT-LLM of 25.12-trtllm-python-py3 (its fingerprint holds the image)"]
+
+
+def test_upgrade_names_the_branch_to_set_when_the_os_has_one():
+    findings = tr.upgrade_findings(TABLE, "25.12", "25.12", "vllm", [], planned_branch="580",
+                                   known_branches=["550", "580", "590"])
+    assert [f["action"] for f in findings if f["kind"] == "variable"][0].endswith("set nvidia_driver_branch to 590")
