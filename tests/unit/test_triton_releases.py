@@ -223,3 +223,48 @@ def test_upgrade_names_the_branch_to_set_when_the_os_has_one():
     findings = tr.upgrade_findings(TABLE, "25.12", "25.12", "vllm", [], planned_branch="580",
                                    known_branches=["550", "580", "590"])
     assert [f["action"] for f in findings if f["kind"] == "variable"][0].endswith("set nvidia_driver_branch to 590")
+
+
+# --- the render and validation matrix, for every release of the table ----------------------------
+
+TEMPLATES = os.path.join(ROOT, "roles", "model_repository", "templates")
+H100 = {"gpus": [{"index": i, "memory_total_mib": 81559} for i in range(2)], "count": 2}
+
+
+def _release_cases():
+    for name in tr.known_releases(TABLE):
+        yield name, "vllm", None
+        for layout in tr.TRTLLM_LAYOUT_NAMES:
+            yield name, "tensorrtllm", layout
+
+
+def _model(backend, layout):
+    if backend == "vllm":
+        return {"name": "chat", "backend": "vllm", "model_path": "/opt/models/chat", "gpus": [0],
+                "engine_args": {"max_model_len": 4096}}
+    return {"name": "llama", "backend": "tensorrtllm", "model_path": "/opt/models/llama", "gpus": [1],
+            "trtllm": {"layout": layout}}
+
+
+@pytest.mark.parametrize("release,backend,layout", list(_release_cases()))
+def test_every_release_renders_what_it_offers_and_refuses_the_rest(release, backend, layout):
+    """What the release offers renders and parses with Triton's ModelConfig schema (build_plan
+    validates every config.pbtxt); what it does not offer is refused, naming the variable."""
+    entry = tr.release_entry(TABLE, release)
+    settings = dict(SETTINGS, gpu_memory_budget=0.9, release=entry)
+    image_backend = tr.MODEL_BACKEND_IMAGE[backend]
+    offered = image_backend in tr.offered_backends(entry) and (
+        backend == "vllm" and os.path.isfile(os.path.join(CONTRACTS, release + ".json"))
+        or backend == "tensorrtllm" and layout in tr.offered_layouts(entry))
+    try:
+        if backend == "vllm":
+            settings["vllm_contract"] = mr.load_vllm_contract(CONTRACTS, release)
+        result = mr.build_plan([_model(backend, layout)], H100, None, settings, TEMPLATES, "/opt/triton/all_models/x")
+    except mr.ModelRepositoryError as error:
+        assert not offered, str(error)
+        assert error.variable in ("model_repository_triton_release", "model_repository_models[0].backend",
+                                  "model_repository_models[0].trtllm.layout"), str(error)
+        return
+    assert offered, "%s rendered %s %s, which the table does not offer" % (release, backend, layout)
+    configs = [path for path in result["files"] if path.endswith("config.pbtxt")]
+    assert len(configs) == (1 if backend == "vllm" or layout == "llmapi" else 5)
