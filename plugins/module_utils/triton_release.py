@@ -45,8 +45,11 @@ def release_entry(table, release, variable="triton_release"):
     releases = table.get("releases") or {}
     name = str(release)
     if name not in releases:
-        raise TritonReleaseError(variable, "Triton release %r is not in the release table (known: %s); add it to "
-                                 "roles/common/vars/triton_releases.yml with its sources" % (name, ", ".join(known_releases(table))))
+        # An unquoted 25.10 in YAML is the float 25.1.
+        hint = "" if re.match(r"^[0-9]{2}\.[0-9]{2}$", name) else " (a release is a quoted YY.MM string, e.g. \"25.10\")"
+        raise TritonReleaseError(variable, "Triton release %r is not in the release table (known: %s)%s; add it to "
+                                 "roles/common/vars/triton_releases.yml with its sources"
+                                 % (name, ", ".join(known_releases(table)), hint))
     entry = dict(releases[name])
     entry["release"] = name
     return entry

@@ -268,3 +268,8 @@ def test_every_release_renders_what_it_offers_and_refuses_the_rest(release, back
     assert offered, "%s rendered %s %s, which the table does not offer" % (release, backend, layout)
     configs = [path for path in result["files"] if path.endswith("config.pbtxt")]
     assert len(configs) == (1 if backend == "vllm" or layout == "llmapi" else 5)
+
+
+def test_an_unquoted_release_is_explained():
+    with pytest.raises(tr.TritonReleaseError, match=r"'25.1' is not in the release table .* quoted YY.MM string"):
+        tr.release_entry(TABLE, 25.10)
