@@ -173,6 +173,7 @@ deploy() {
   fi
   ((rc == 0)) && { deploy_unchanged "${out}/second.log" || rc=1; }
   ((rc == 0)) && { deploy_ask "${out}/second.log" || rc=1; }
+  ((rc == 0)) && { deploy_refuses_bad_values "${out}" || rc=1; }
   scripts/sandbox.sh down
   rm -rf "${sandbox_dir}"
   return "${rc}"
@@ -196,6 +197,45 @@ deploy_unchanged() {
 
 # The curl line the summary printed, run as printed from outside Ansible: the
 # answer must be a text_output that is not empty.
+# On the converged sandbox host, one bad value per run, from every stage: each run stops in
+# its first play naming the variable, and the server (its PID, unit, repository generation)
+# is untouched and still answers.
+deploy_refuses_bad_values() {
+  local out="$1" host=onprem-triton-sandbox value variable before after log n=0
+  local -a values=(
+    '{"triton_server_http_address": "999.1.1.1"}'
+    '{"triton_server_extra_args": "--foo"}'
+    '{"container_engine_storage_driver": "bogus"}'
+    '{"triton_server_restart_sec": -1}'
+    '{"triton_server_gate_prompt": ""}'
+    '{"triton_rollout_serial": "-5"}'
+    '{"hf_model_min_free_bytes": 1000000000000000000}'
+    '{"model_repository_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm", "engine_args": {"max_num_batched_token": 1}}]}'
+  )
+  server_state() {
+    docker exec "${host}" sh -c 'systemctl show -p MainPID --value triton-sandbox; readlink -f /opt/triton/repository/current;
+      md5sum /etc/systemd/system/triton-sandbox.service /etc/docker/daemon.json'
+  }
+  before="$(server_state)"
+  for value in "${values[@]}"; do
+    n=$((n + 1)); log="${out}/bad-${n}.log"
+    variable="$(python3 -c 'import json, sys; print(next(iter(json.loads(sys.argv[1]))))' "${value}")"
+    if ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible-playbook site.yml -i inventories/sandbox -e "${value}" >"${log}" 2>&1; then
+      echo "deploy: ${variable}=${value} was accepted on the converged host (${log})"; return 1
+    fi
+    if ! grep -q "${host}: [0-9]* problem(s) before anything changed" "${log}" || ! grep -q "${variable}" "${log}"; then
+      echo "deploy: ${value} did not stop the first play naming ${variable} (${log})"; return 1
+    fi
+    echo "deploy: refused before any change: ${value}"
+  done
+  after="$(server_state)"
+  if [[ "${before}" != "${after}" ]]; then
+    echo "deploy: the server changed:"; diff <(echo "${before}") <(echo "${after}"); return 1
+  fi
+  echo "deploy: server PID, unit, daemon.json and repository generation unchanged:"; echo "${after}"
+  deploy_ask "${out}/second.log"
+}
+
 deploy_ask() {
   local log="$1" line answer
   line="$(grep -m1 -E '^ +curl ' "${log}" | sed -E 's/^ +//')"

@@ -1,8 +1,9 @@
 """site.yml and serve.yml refuse bad rolling-update settings before any host changes.
 
 triton_rollout_serial and triton_rollout_max_fail_percentage are play keywords (extra vars);
-Ansible itself accepts a serial of "-5" or "0%" silently. playbooks/rollout_settings.yml, the
-first play of both, runs here against a one-host inventory with nothing to reach.
+Ansible itself accepts a serial of "-5" or "0%" silently. playbooks/preflight.yml, the first
+play of both, checks them; here only that stage (triton_preflight_stages), with --tags preflight,
+against a one-host inventory with nothing to reach.
 """
 import json
 import os
@@ -21,9 +22,9 @@ def run(tmp_path, playbook, extra):
                          % sys.executable)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible", "collections"),
                ANSIBLE_NOCOLOR="1")
-    # --list-tasks would not run the check: run only the check play, by its tag (always)
+    extra = dict(extra, triton_preflight_stages=["rollout"])
     result = subprocess.run(["ansible-playbook", "-i", str(inventory), os.path.join(ROOT, "playbooks", playbook),
-                             "--tags", "rollout_settings_only", "-e", json.dumps(extra)],
+                             "--tags", "preflight", "-e", json.dumps(extra)],
                             cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120, check=False)
     return result.returncode, result.stdout + result.stderr
 
