@@ -16,6 +16,14 @@ import json
 import os
 import re
 
+from ansible_collections.onprem.triton.plugins.module_utils.triton_release import (
+    MODEL_BACKEND_IMAGE,
+    TritonReleaseError,
+    check_layout,
+    default_layout,
+    image,
+)
+
 VAR = "model_repository_models"
 BACKENDS = ("vllm", "tensorrtllm")
 TRTLLM_LAYOUTS = ("inflight_batcher", "llmapi")
@@ -295,6 +303,7 @@ def normalize_models(models, gpus, settings):
         backend = model.get("backend")
         if backend not in BACKENDS:
             raise ModelRepositoryError(_var(index, "backend"), "must be one of %s, got %r" % (", ".join(BACKENDS), backend))
+        _check_release_backend(settings.get("release"), backend, index)
         if model.get("model_path") and model.get("hf_repo_id"):
             raise ModelRepositoryError(_var(index, "model_path"), "set model_path or hf_repo_id, not both")
         if not model.get("model_path") and not model.get("hf_repo_id"):
@@ -360,6 +369,21 @@ def normalize_models(models, gpus, settings):
                 raise ModelRepositoryError(_var(seen[part], "name"), "%r collides with a part of TRT-LLM model %r"
                                            % (part, model["name"]))
     return result
+
+
+def _release_error(error):
+    return ModelRepositoryError(error.variable, error.message)
+
+
+def _check_release_backend(release, backend, index):
+    """The pinned release (settings["release"], an entry of the release table) must offer the
+    model's backend: an image in the table (the TensorRT-LLM layout is checked in _normalize_trtllm)."""
+    if not release:
+        return
+    try:
+        image(release, MODEL_BACKEND_IMAGE[backend], _var(index, "backend"))
+    except TritonReleaseError as error:
+        raise ModelRepositoryError(error.variable, "%s (model_repository_triton_release)" % error.message)
 
 
 def _normalize_vllm(model, index, settings):
@@ -508,6 +532,10 @@ def _normalize_trtllm(model, index, settings):
         raise ModelRepositoryError(_var(index, "trtllm.%s" % unknown[0]),
                                    "unknown TRT-LLM setting (allowed: %s)" % ", ".join(sorted(TRTLLM_DEFAULTS)))
     trt = copy.deepcopy(TRTLLM_DEFAULTS)
+    release = settings.get("release")
+    if release and "layout" not in raw:
+        # The release's default: the LLM-API layout where the engine backend is deprecated or gone.
+        trt["layout"] = default_layout(release) or trt["layout"]
     trt.update(raw)
 
     def where(key):
@@ -515,6 +543,14 @@ def _normalize_trtllm(model, index, settings):
 
     if trt["layout"] not in TRTLLM_LAYOUTS:
         raise ModelRepositoryError(where("layout"), "must be one of %s, got %r" % (", ".join(TRTLLM_LAYOUTS), trt["layout"]))
+    if release:
+        try:
+            check_layout(release, trt["layout"], where("layout"), "model_repository_triton_release")
+        except TritonReleaseError as error:
+            raise _release_error(error)
+    if trt["layout"] == "llmapi" and _bool(trt["build"], where("build")):
+        raise ModelRepositoryError(where("build"), "the LLM-API layout loads the checkpoint itself: no engine is built "
+                                   "for it (build is for layout inflight_batcher)")
     if trt["batching_strategy"] not in BATCHING_STRATEGIES:
         raise ModelRepositoryError(where("batching_strategy"), "must be one of %s, got %r"
                                    % (", ".join(BATCHING_STRATEGIES), trt["batching_strategy"]))

@@ -74,9 +74,18 @@ options:
     default: true
   triton_release:
     description:
-      - The pinned Triton release (C(25.12)); picks the table of what its vLLM accepts.
+      - The pinned Triton release (C(25.12)); picks the table of what its vLLM accepts (read only when a
+        model uses the vLLM backend).
     type: str
     default: "25.12"
+  release_facts:
+    description:
+      - The entry of I(triton_release) in the collection's release table (lookup C(onprem.triton.triton_releases),
+        filter C(onprem.triton.triton_release_facts)). When given, a backend the release has no image for and a
+        TensorRT-LLM layout it does not offer are refused, and a model without C(trtllm.layout) gets the release's
+        default layout. When empty, nothing is checked against a release and the layout defaults to C(inflight_batcher).
+    type: dict
+    default: {}
   vllm_contracts_dir:
     description:
       - Controller folder of the per-release vLLM tables (C(<release>.json)); the role passes its
@@ -198,6 +207,7 @@ def main():
             trtllm_all_models_dir=dict(type="str", default="/opt/triton/trtllm_all_models"),
             vllm_report_custom_metrics=dict(type="bool", default=True),
             triton_release=dict(type="str", default="25.12"),
+            release_facts=dict(type="dict", default={}),
             vllm_contracts_dir=dict(type="path", required=True),
         ),
         supports_check_mode=True,
@@ -211,7 +221,9 @@ def main():
         "models_dir", "server_models_dir", "engines_dir", "server_engines_dir", "gpu_memory_budget",
         "vllm_report_custom_metrics"))
     try:
-        settings["vllm_contract"] = load_vllm_contract(params["vllm_contracts_dir"], params["triton_release"])
+        settings["release"] = params["release_facts"] or None
+        if any(isinstance(model, dict) and model.get("backend") == "vllm" for model in params["models"]):
+            settings["vllm_contract"] = load_vllm_contract(params["vllm_contracts_dir"], params["triton_release"])
         result = build_plan(params["models"], params["gpu_info"], params["gpus"], settings,
                             params["templates_dir"], params["trtllm_all_models_dir"])
     except ModelRepositoryError as error:

@@ -58,6 +58,20 @@ def test_installed_collection_runs_by_fqcn(installed, tmp_path):
         assert f"onprem.triton.{role}" in roles, roles
 
 
+def test_installed_collection_reads_its_release_table(installed, tmp_path):
+    """The lookup finds the release table inside the installed collection (not the checkout)."""
+    collections = installed[0]
+    config = tmp_path / "ansible.cfg"
+    config.write_text("[defaults]\n")
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(collections), ANSIBLE_CONFIG=str(config))
+    out = run([BIN / "ansible", "localhost", "-m", "ansible.builtin.debug", "-a",
+               "msg={{ lookup('onprem.triton.triton_releases') | onprem.triton.triton_release_image("
+               "lookup('onprem.triton.triton_releases').default, 'trtllm') }}"], cwd=tmp_path, env=env)
+    assert '"msg": "25.12-trtllm-python-py3"' in out, out
+    assert (collections / "ansible_collections" / "onprem" / "triton" / "roles" / "common" / "vars"
+            / "triton_releases.yml").is_file()
+
+
 def _pins(lines):
     """{distribution name: pinned version} of requirement lines ('name[extras]==version')."""
     pins = {}

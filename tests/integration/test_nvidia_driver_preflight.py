@@ -54,6 +54,13 @@ def test_defaults_pass_on_debian12_with_an_h100(tmp_path):
     assert "branch R590 meets 590.44.01, the minimum for 25.12-vllm-python-py3" in out
 
 
+def test_the_trtllm_image_of_a_release_follows_triton_release(tmp_path):
+    rc, out = run_preflight(tmp_path, {"triton_release": "26.07", "triton_server_backend": "trtllm",
+                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
+    assert rc == 0, out
+    assert "branch R590 meets 590.44.01, the minimum for 26.07-trtllm-python-py3 (CUDA 13.1.0)" in out
+
+
 def test_distribution_driver_with_a_container_it_runs(tmp_path):
     rc, out = run_preflight(tmp_path, {"nvidia_driver_source": "distribution",
                                        "nvidia_driver_triton_container_tag": "25.10-trtllm-python-py3",
@@ -85,6 +92,16 @@ def test_distribution_driver_with_a_container_it_runs(tmp_path):
     pytest.param({"nvidia_driver_triton_container_tag": "24.01-vllm-python-py3"}, [H100],
                  ["nvidia_driver_triton_container_tag=24.01-vllm-python-py3 is not in the driver table",
                   "nvidia_driver_triton_containers_extra"], id="unknown-container"),
+    # One variable, triton_release: the container the driver is checked against follows it.
+    pytest.param({"triton_release": "26.07"}, [H100],
+                 ["branch R590 is older than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0)",
+                  "nvidia_driver_triton_container_tag=26.07-vllm-python-py3"], id="release-needs-a-newer-branch"),
+    pytest.param({"triton_release": "26.99"}, [H100],
+                 ["nvidia_driver_triton_container_tag is empty", "Triton release '26.99' is not in the release table",
+                  "known: 26.08, 26.07, 25.12"], id="unknown-release"),
+    pytest.param({"triton_release": "26.08", "triton_server_backend": "trtllm"}, [H100],
+                 ["trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"],
+                 id="backend-not-in-release"),
     pytest.param({"nvidia_driver_kernel_modules": "open"}, [H100, V100],
                  ["0000:00:07.0 (device 0x1db4) is older than Turing", "set nvidia_driver_kernel_modules to proprietary"],
                  id="open-modules-on-volta"),

@@ -41,6 +41,12 @@ def _run(tmp_path, overrides):
     "overrides, named",
     [
         ({"triton_server_backend": "tgi"}, "triton_server_backend"),
+        # The release table: an unknown release lists the known ones; a backend the release has no
+        # image for names the backend variable.
+        ({"triton_release": "26.99"}, "triton_release: Triton release '26.99' is not in the release table (known: 26.08,"),
+        ({"triton_server_release": "24.01"}, "triton_server_release: Triton release '24.01' is not in the release table"),
+        ({"triton_release": "26.08", "triton_server_backend": "trtllm"},
+         "triton_server_backend: trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"),
         ({"triton_server_image_tag": "latest"}, "triton_server_image_tag"),
         ({"triton_server_image_tag": "25.12-trtllm-python-py3"}, "triton_server_backend"),
         ({"triton_server_grpc_port": 8000}, "triton_server_http_port/grpc_port/metrics_port"),

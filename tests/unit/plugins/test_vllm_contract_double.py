@@ -209,3 +209,20 @@ def test_the_tables_regenerate_from_the_wheel(tmp_path):
     double = json.loads((DOUBLE / "vllm_contract.json").read_text(encoding="utf-8"))
     for key in ("engine_args", "quantization_methods", "max_lora_ranks"):
         assert fresh[key] == double[key]
+
+
+# --- the release under test picks the double's contract ---------------------------------------
+
+def test_the_double_follows_the_release_under_test(tmp_path, monkeypatch):
+    """FIXTURE_VLLM_CONTRACT=<role table of 26.07>: the double takes vLLM 0.24.0's arguments and
+    refuses those 0.24.0 dropped (swap_space), as the 26.07 image would."""
+    monkeypatch.setenv("FIXTURE_VLLM_CONTRACT", str(ROLE_TABLE / "26.07.json"))
+    spec = importlib.util.spec_from_file_location("vllm_standin_model_2607", DOUBLE / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.VLLM_CONTRACT["vllm_version"] == "0.24.0"
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "config.json").write_text("{}", encoding="utf-8")
+    load(module, triton_args(tmp_path, {"model": str(tmp_path / "weights"), "attention_backend": "FLASH_ATTN"}))
+    with pytest.raises(TypeError, match="swap_space"):
+        load(module, triton_args(tmp_path, {"model": str(tmp_path / "weights"), "swap_space": 4}))

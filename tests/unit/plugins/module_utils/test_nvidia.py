@@ -5,15 +5,16 @@ import os
 import pytest
 import yaml
 
-from ansible_collections.onprem.triton.plugins.module_utils import nvidia
+from ansible_collections.onprem.triton.plugins.module_utils import nvidia, triton_release
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..")
 H100 = os.path.join(ROOT, "tests", "fixtures", "nvidia", "h100")
 
 
 def _role_table():
-    with open(os.path.join(ROOT, "roles", "nvidia_driver", "vars", "main.yml")) as handle:
-        return yaml.safe_load(handle)["_nvidia_driver_triton_containers"]
+    """The role's driver table: derived from the release table, as vars/main.yml does."""
+    with open(os.path.join(ROOT, "roles", "common", "vars", "triton_releases.yml")) as handle:
+        return triton_release.driver_table(yaml.safe_load(handle)["_common_triton_releases"])
 
 
 @pytest.mark.parametrize("left,right,expected", [
@@ -175,21 +176,4 @@ def test_branch_check_before_install(branch, version, tag, ok, via):
     assert tag in result["reason"]
 
 
-def _role_yaml(*parts):
-    with open(os.path.join(ROOT, "roles", "nvidia_driver", *parts)) as handle:
-        return yaml.safe_load(handle)
-
-
-OS_MATRIX = sorted(name[:-4] for name in os.listdir(os.path.join(ROOT, "roles", "nvidia_driver", "vars"))
-                   if "-" in name)
-
-
-@pytest.mark.parametrize("os_vars", OS_MATRIX)
-def test_default_branch_of_every_os_runs_the_default_container(os_vars):
-    """The role's defaults, on every OS of its matrix, install a driver that runs its default container."""
-    defaults = _role_yaml("defaults", "main.yml")
-    matrix = _role_yaml("vars", os_vars + ".yml")["_nvidia_driver_os"]
-    source = matrix["sources"][defaults["nvidia_driver_source"]]
-    result = nvidia.check_branch_for_container(source["default_branch"], defaults["nvidia_driver_triton_container_tag"],
-                                               _role_table(), defaults["nvidia_driver_forward_compat"])
-    assert result["ok"], "%s: %s" % (os_vars, result["reason"])
+# The default release against every OS's default branch: tests/unit/test_triton_releases.py.
