@@ -150,23 +150,23 @@ def test_model_not_loaded_and_wrong_name_stop_early(server, protocol, tmp_path):
 def test_model_still_loading_is_waited_for(server, tmp_path):
     client = httpclient.InferenceServerClient(server.http_url)
     loader = threading.Thread(target=client.load_model, args=("slow",))
+    started = time.monotonic()
     loader.start()
     try:
-        # Check once the load has begun: before, the index says "never loaded", which stops the wait at once.
-        watcher = httpclient.InferenceServerClient(server.http_url)  # a client is not shared between threads
-        deadline = time.monotonic() + 10
-        while not any(e["name"] == "slow" and e.get("state") for e in watcher.get_model_repository_index()):
-            assert time.monotonic() < deadline, "the load of 'slow' did not begin"
-            time.sleep(0.01)
-        watcher.close()
+        # The load (20 s) has begun when the check starts. Not read from the repository index:
+        # Triton holds an index call until the load in progress ends, so a watcher polling it
+        # saw READY and the check then had nothing left to wait for (a flaky pass/fail).
+        time.sleep(1.0)
+        before = time.monotonic()
         result = check(server, "grpc", tmp_path, models=[{"name": "slow"}], wait_timeout=90)
+        check_seconds = time.monotonic() - before
     finally:
         loader.join()
     assert not result.get("failed"), result["msg"]
-    # It waited for the load: over several probes, or in one whose repository-index call Triton
-    # holds until the load in progress ends (seen here: attempts == 1, waited_s ~ the load time).
-    assert result["attempts"] >= 1 and result["waited_s"] >= 0.5, result
     assert result["models"][0]["generation"]["text"]
+    # It waited for the load instead of failing at once ("not loaded"): over several probes, or
+    # in one that Triton held until the load ended; either way the check lasted until the load ended.
+    assert time.monotonic() - started >= 19 and check_seconds >= 10, (check_seconds, result)
 
 
 @pytest.mark.parametrize("protocol, stream, inputs, kind, message", [
