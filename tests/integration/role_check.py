@@ -24,3 +24,12 @@ def run_role_check(tmp_path, role, hosts, variables, inventory_args, gather_fact
         [str(Path(sys.executable).with_name("ansible-playbook")), "--check", *inventory_args,
          str(playbook), "-e", "@" + str(extra)],
         capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
+
+
+def assert_refused_before_any_change(run, named):
+    """The run failed, its output names the setting, and no task that changes the host ran
+    (it stopped in the argument spec or the preflight asserts)."""
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert named in output, output
+    assert "changed:" not in run.stdout, output

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.integration.role_check import run_role_check
+from tests.integration.role_check import assert_refused_before_any_change, run_role_check
 
 
 def _run(tmp_path, overrides):
@@ -46,11 +46,7 @@ def _run(tmp_path, overrides):
     ],
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
-    run = _run(tmp_path, overrides)
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
-    assert named in output, output
-    assert "changed:" not in run.stdout, output
+    assert_refused_before_any_change(_run(tmp_path, overrides), named)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None and os.environ.get("CI") != "true",
@@ -58,8 +54,6 @@ def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, nam
 def test_a_rule_that_does_not_parse_is_refused_on_the_controller(tmp_path):
     run = _run(tmp_path, {"monitoring_extra_rule_groups": [
         {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}]})
-    output = run.stdout + run.stderr
-    assert run.returncode != 0, output
-    assert "The alert rules do not pass promtool check rules (look at monitoring_extra_rule_groups" in output, output
-    assert "parse error" in output, output
-    assert "changed:" not in run.stdout, output
+    assert_refused_before_any_change(
+        run, "The alert rules do not pass promtool check rules (look at monitoring_extra_rule_groups")
+    assert "parse error" in run.stdout + run.stderr
