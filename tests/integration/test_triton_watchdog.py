@@ -124,7 +124,7 @@ def test_server_down_is_not_counted(watchdog):
 def test_wedged_engine_is_restarted_within_its_bound_then_left_to_people(server, watchdog):
     server.hang_file.touch()
     try:
-        outputs = [watchdog.run() for _ in range(6)]
+        outputs = [watchdog.run() for _run in range(6)]
     finally:
         server.hang_file.unlink()
     # runs 1, 3, 5: first failure; 2 and 4: second failure -> restart; 6: budget (2) spent -> gave up

@@ -68,9 +68,9 @@ def test_every_target_from_the_inventory_is_up():
     def all_up():
         targets = _get(f"{PROMETHEUS}/api/v1/targets")["data"]["activeTargets"]
         jobs = {(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in targets}
-        return jobs if {job for job, _, health in jobs if health == "up"} >= {"prometheus", "alertmanager", "triton",
-                                                                               "node"} and all(
-            health == "up" for _, _, health in jobs) else None
+        up = {job for job, _url, health in jobs if health == "up"}
+        everyone = all(health == "up" for _job, _url, health in jobs)
+        return jobs if everyone and up >= {"prometheus", "alertmanager", "triton", "node"} else None
     jobs = wait("every target up", all_up, 60)
     assert ("triton", "http://127.0.0.1:19402/metrics", "up") in jobs
     assert ("node", "http://127.0.0.1:19100/metrics", "up") in jobs

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: onprem.triton contributors
 # SPDX-License-Identifier: Apache-2.0
 """Watchdog of one Triton instance (onprem.triton.triton_server), run by a systemd timer.
@@ -87,7 +86,7 @@ def probe_model(config, model):
     """{'ready', 'ok', 'seconds', 'error'} of one prompt model."""
     base = config["url"].rstrip("/")
     result = {"ready": False, "ok": False, "seconds": 0.0, "error": ""}
-    status, _ = http("%s/v2/models/%s/ready" % (base, model), timeout=5)
+    status = http("%s/v2/models/%s/ready" % (base, model), timeout=5)[0]
     if status != 200:
         result["error"] = "not ready (HTTP %s)" % status
         return result
@@ -210,7 +209,7 @@ def run(config):
     now = time.time()
     state = load_state(config["state_file"])
     state["restarts"] = [t for t in state["restarts"] if now - t < HOUR]
-    status, _ = http(config["url"].rstrip("/") + "/v2/health/ready", timeout=5)
+    status = http(config["url"].rstrip("/") + "/v2/health/ready", timeout=5)[0]
     server_ready = status == 200
     results = {model: probe_model(config, model) for model in config["models"]} if server_ready else {
         model: {"ready": False, "ok": False, "seconds": 0.0, "error": "server not ready"} for model in config["models"]}

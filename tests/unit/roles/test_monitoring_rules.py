@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The monitoring role's alert rules, rendered by Ansible as the role renders them, then
-`promtool check rules` and `promtool test rules` (monitoring/triton_rules_test.yml: every
-alert against synthetic series). promtool comes from Debian's `prometheus` package, which
-scripts/host.sh installs for the test command."""
+"""The monitoring role's alert rules and scrape configuration, rendered by Ansible as the
+role renders them, then `promtool check rules` and `promtool test rules`
+(monitoring/triton_rules_test.yml: every alert against synthetic series), `promtool check
+config` with the targets built from an inventory. promtool comes from Debian's `prometheus`
+package, which scripts/host.sh installs for the test command."""
 
 import os
 import shutil
@@ -22,10 +23,12 @@ pytestmark = pytest.mark.skipif(
     reason="promtool missing: apt-get install prometheus (the test command installs it)")
 
 
-def render(tmp_path, name="rules.yml", **extra_vars):
+def render(tmp_path, name="rules.yml", template="triton.rules.yml.j2", **extra_vars):
+    """Renders a template of the monitoring role with Ansible (monitoring/render.yml), for the
+    monitoring host of monitoring/inventory.yml."""
     out = tmp_path / name
-    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
-            str(HERE / "monitoring" / "render_rules.yml"), "-e", f"rules_out={out}"]
+    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(HERE / "monitoring" / "inventory.yml"),
+            str(HERE / "monitoring" / "render.yml"), "-e", f"out={out}", "-e", f"template={template}"]
     for key, value in extra_vars.items():
         args += ["-e", yaml.safe_dump({key: value}, default_flow_style=True).strip()]
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections"))
@@ -85,3 +88,30 @@ def test_an_extra_rule_that_does_not_parse_is_caught_by_promtool(tmp_path):
         {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}])
     check = promtool("check", "rules", str(rules))
     assert check.returncode != 0 and "parse error" in (check.stdout + check.stderr)
+
+
+def test_scrape_targets_are_built_from_the_inventory(tmp_path):
+    config_path = render(tmp_path, "prometheus.yml", "prometheus.yml.j2")
+    check = promtool("check", "config", "--syntax-only", str(config_path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    assert jobs["triton"] == [
+        {"targets": ["10.0.0.5:8102"], "labels": {"host": "gpu-a", "triton_instance": "big"}},
+        {"targets": ["[fd00::7]:8002"], "labels": {"host": "gpu-b", "triton_instance": "main"}}]
+    assert jobs["node"] == [{"targets": ["10.0.0.5:9100"], "labels": {"host": "gpu-a"}},
+                            {"targets": ["[fd00::7]:9100"], "labels": {"host": "gpu-b"}}]
+    # DCGM exporter only where enabled (it needs a GPU: the Molecule hosts have none)
+    assert jobs["dcgm"] == [{"targets": ["[fd00::7]:9400"], "labels": {"host": "gpu-b"}}]
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
+
+
+def test_alertmanager_routes_pass_amtool(tmp_path):
+    config_path = render(tmp_path, "alertmanager.yml", "alertmanager.yml.j2", monitoring_alertmanager_receivers=[
+        {"name": "default"}, {"name": "oncall", "webhook_configs": [{"url": "http://127.0.0.1:19999/hook"}]}])
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool missing: apt-get install prometheus-alertmanager")
+    check = subprocess.run([amtool, "check-config", str(config_path)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0 and "2 receivers" in check.stdout, check.stdout + check.stderr
