@@ -110,7 +110,8 @@ def test_model_not_ready_is_reported_not_counted(server, watchdog):
     assert _metric(metrics, "triton_watchdog_model_ready", "absent") == 0
     assert _metric(metrics, "triton_watchdog_generation_ok", "absent") == 0
     assert _metric(metrics, "triton_watchdog_consecutive_failures") == 0
-    assert "absent not ready (HTTP 400)" in out
+    assert "<4>triton-wd.service: not counted (a restart does not load a model; left to the alerts): absent not ready (HTTP 400)" in out
+    assert "<6>triton-wd.service: ok: demo" in out
     assert not watchdog.restarts()
 
 

@@ -245,10 +245,15 @@ def run(config):
             log(2, "%s: GAVE UP: %d restarts in the last hour already (triton_server_watchdog_max_restarts_per_hour); "
                 "generation still fails, not restarting again: leaving it to the alert" % (
                     config["unit"], len(state["restarts"])))
-    if not failed and server_ready:
-        log(6, "%s: ok: %s" % (config["unit"], ", ".join(
-            "%s %.3fs" % (model, results[model]["seconds"]) if results[model]["ok"] else "%s %s" % (
-                model, results[model]["error"]) for model in sorted(results)) or "no prompt models"))
+    if server_ready:
+        not_ready = sorted(model for model, result in results.items() if not result["ready"])
+        if not_ready:
+            log(4, "%s: not counted (a restart does not load a model; left to the alerts): %s" % (
+                config["unit"], "; ".join("%s %s" % (model, results[model]["error"]) for model in not_ready)))
+        if not failed:
+            log(6, "%s: ok: %s" % (config["unit"], ", ".join(
+                "%s %.3fs" % (model, result["seconds"]) for model, result in sorted(results.items()) if result["ok"])
+                or "no prompt model ready"))
     write_atomic(config["state_file"], json.dumps(state, sort_keys=True) + "\n", 0o600)
     if config.get("textfile"):
         write_atomic(config["textfile"], metrics_text(config, server_ready, results, state, gave_up, restarted,
