@@ -12,6 +12,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 testinfra_hosts = ["ansible://monitoring-gpu"]
 
@@ -22,6 +23,14 @@ UNIT = "triton-mon.service"
 WATCHDOG = "triton-mon-watchdog.service"
 REPO_KEY = "molecule-repository-key-0123456789"
 HANG = "/srv/triton/repository/HANG"
+DASHBOARD = Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "dashboards" / "triton-fleet.json"
+# Panels whose series cannot exist on these machines, and why.
+NO_DATA_HERE = {
+    "Time to first response p95 (ms, histogram_latencies)": "tritonserver 2.51 exports no first-response histogram",
+    "GPU memory used (Triton)": "no GPU",
+    "GPU memory used (DCGM exporter)": "no GPU, no DCGM exporter",
+    "GPU utilization (DCGM exporter)": "no GPU, no DCGM exporter",
+}
 
 
 def _get(url, timeout=10):
@@ -114,6 +123,20 @@ def test_the_watchdog_runs_on_its_timer_and_reports(host):
     wait("the watchdog's generation_ok reaches Prometheus",
          lambda: query('triton_watchdog_generation_ok{job="node",model="demo",triton_instance="mon"} == 1'), 60)
     assert "triton-mon.service: ok: demo" in host.check_output(f"journalctl -u {WATCHDOG} --no-pager -o cat")
+
+
+def test_every_dashboard_query_runs_and_returns_data(host):
+    del host  # taken only to keep the file order
+    panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
+    assert set(NO_DATA_HERE) <= {panel["title"] for panel in panels}
+    empty = []
+    for panel in panels:
+        for target in panel["targets"]:
+            answer = _get(f"{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": target["expr"]}))
+            assert answer["status"] == "success", (panel["title"], answer)
+            if not answer["data"]["result"] and panel["title"] not in NO_DATA_HERE:
+                empty.append(panel["title"])
+    assert not empty, f"panels without data: {empty}"
 
 
 def test_unloading_a_model_fires_not_ready_and_loading_it_resolves(host):
