@@ -19,6 +19,9 @@ host_prerequisites() {
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v shellcheck >/dev/null || missing+=(shellcheck)
   command -v rsync >/dev/null || missing+=(rsync)
+  # promtool and amtool (check and unit-test the monitoring role's rules and routes, tests/unit/roles).
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   # perf_analyzer (the benchmark playbook's integration test) links libb64.
   [[ -e /usr/lib/x86_64-linux-gnu/libb64.so.0d ]] || missing+=(libb64-0d)
   if ((${#missing[@]})); then

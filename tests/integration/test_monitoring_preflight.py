@@ -1,0 +1,59 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The monitoring role refuses bad input with a message naming the variable before it
+changes anything: a threshold that is not a number (argument spec), one out of range, an
+unknown alert name to silence, an extra rule that does not parse (promtool on the
+controller, before any host sees the file). It runs against this machine (connection
+local, check mode) and must stop in its argument spec or preflight."""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from tests.integration.role_check import assert_refused_before_any_change, run_role_check
+
+
+def _run(tmp_path, overrides):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(json.dumps({"all": {"children": {
+        "triton_monitoring": {"hosts": {"localhost": {"ansible_connection": "local",
+                                                      "ansible_python_interpreter": sys.executable}}},
+        "triton_servers": {"hosts": {"gpu-a": {"ansible_host": "127.0.0.1", "triton_server_metrics_port": 8002}}}}}}),
+        encoding="utf-8")
+    return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)])
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"monitoring_alert_failure_ratio": "five percent"}, "monitoring_alert_failure_ratio"),
+        ({"monitoring_alert_ttft_p95_ms": "fast"}, "monitoring_alert_ttft_p95_ms"),
+        ({"monitoring_alert_failure_ratio": 5}, "monitoring_alert_failure_ratio is 5: a ratio above 0 and at most 1"),
+        ({"monitoring_alert_gpu_memory_ratio": 0}, "monitoring_alert_gpu_memory_ratio is 0: a ratio above 0"),
+        ({"monitoring_alert_rate_window": "5 minutes"}, 'monitoring_alert_rate_window is "5 minutes"'),
+        ({"monitoring_alerts_disabled": ["TritonModelNotReady", "TritonIsSlow"]},
+         "monitoring_alerts_disabled is [\"TritonModelNotReady\", \"TritonIsSlow\"]: alert names of this role, and "
+         "TritonIsSlow is not one"),
+        ({"monitoring_alert_for": {"TritonIsSlow": "5m"}}, "monitoring_alert_for is {\"TritonIsSlow\": \"5m\"}"),
+        ({"monitoring_extra_rule_groups": [{"name": "site", "rules": [{"alert": "NoExpr"}]}]},
+         "monitoring_extra_rule_groups: each item must be a Prometheus rule group"),
+        ({"monitoring_alertmanager_route": {"receiver": "pager"}},
+         "monitoring_alertmanager_route.receiver ('pager') must name one of"),
+        ({"monitoring_prometheus_port": 9093}, "monitoring_prometheus_port 9093 and monitoring_alertmanager_port 9093"),
+        ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
+    ],
+)
+def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
+    assert_refused_before_any_change(_run(tmp_path, overrides), named)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None and os.environ.get("CI") != "true",
+                    reason="promtool missing: apt-get install prometheus (the test command installs it)")
+def test_a_rule_that_does_not_parse_is_refused_on_the_controller(tmp_path):
+    run = _run(tmp_path, {"monitoring_extra_rule_groups": [
+        {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}]})
+    assert_refused_before_any_change(
+        run, "The alert rules do not pass promtool check rules (look at monitoring_extra_rule_groups")
+    assert "parse error" in run.stdout + run.stderr

@@ -1,0 +1,117 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The monitoring role's alert rules and scrape configuration, rendered by Ansible as the
+role renders them, then `promtool check rules` and `promtool test rules`
+(monitoring/triton_rules_test.yml: every alert against synthetic series), `promtool check
+config` with the targets built from an inventory. promtool comes from Debian's `prometheus`
+package, which scripts/host.sh installs for the test command."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+PROMTOOL = shutil.which("promtool")
+
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None and os.environ.get("CI") != "true",
+    reason="promtool missing: apt-get install prometheus (the test command installs it)")
+
+
+def render(tmp_path, name="rules.yml", template="triton.rules.yml.j2", **extra_vars):
+    """Renders a template of the monitoring role with Ansible (monitoring/render.yml), for the
+    monitoring host of monitoring/inventory.yml."""
+    out = tmp_path / name
+    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(HERE / "monitoring" / "inventory.yml"),
+            str(HERE / "monitoring" / "render.yml"), "-e", f"out={out}", "-e", f"template={template}"]
+    for key, value in extra_vars.items():
+        args += ["-e", yaml.safe_dump({key: value}, default_flow_style=True).strip()]
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections"))
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return out
+
+
+def promtool(*args, cwd=None):
+    assert PROMTOOL, "promtool is missing: apt-get install prometheus (scripts/host.sh does it)"
+    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=cwd, check=False)
+
+
+def alerts(path):
+    return {rule["alert"]: rule for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
+            for rule in group["rules"] if "alert" in rule}
+
+
+def test_default_rules_pass_promtool_check_and_unit_tests(tmp_path):
+    rules = render(tmp_path)
+    check = promtool("check", "rules", str(rules))
+    assert check.returncode == 0 and "SUCCESS: 11 rules found" in check.stdout, check.stdout + check.stderr
+    shutil.copy(HERE / "monitoring" / "triton_rules_test.yml", tmp_path)
+    test = promtool("test", "rules", "triton_rules_test.yml", cwd=tmp_path)
+    assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
+
+
+def test_every_alert_says_what_to_do(tmp_path):
+    rules = alerts(render(tmp_path))
+    assert sorted(rules) == sorted([
+        "TritonModelNotReady", "TritonGenerationFailing", "TritonWatchdogGaveUp", "TritonWatchdogNotRunning",
+        "TritonMetricsDown", "TritonRequestFailureRatio", "TritonQueueTimeP95High", "TritonTTFTP95High",
+        "TritonGPUMemoryNearFull", "TritonServerRestarting", "TritonDriftReported"])
+    for name, rule in rules.items():
+        assert rule["annotations"]["summary"] and len(rule["annotations"]["description"]) > 80, name
+        assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
+
+
+def test_thresholds_durations_and_disabled_alerts_come_from_the_inventory(tmp_path):
+    rules = render(tmp_path, monitoring_alert_failure_ratio=0.25, monitoring_alert_ttft_p95_ms=750,
+                   monitoring_alert_rate_window="10m", monitoring_alert_for={"TritonModelNotReady": "1m"},
+                   monitoring_alerts_disabled=["TritonDriftReported", "TritonGPUMemoryNearFull"])
+    check = promtool("check", "rules", str(rules))
+    assert check.returncode == 0, check.stdout + check.stderr
+    rules = alerts(rules)
+    assert "TritonDriftReported" not in rules and "TritonGPUMemoryNearFull" not in rules
+    assert rules["TritonRequestFailureRatio"]["expr"].endswith("> 0.25")
+    assert "[10m]" in rules["TritonRequestFailureRatio"]["expr"]
+    assert rules["TritonTTFTP95High"]["expr"].endswith("> 750")
+    assert rules["TritonModelNotReady"]["for"] == "1m"
+    assert rules["TritonGenerationFailing"]["for"] == "5m"
+
+
+def test_an_extra_rule_that_does_not_parse_is_caught_by_promtool(tmp_path):
+    """What the role's `validate:` relies on: the file is refused before it is put in place."""
+    rules = render(tmp_path, monitoring_extra_rule_groups=[
+        {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}])
+    check = promtool("check", "rules", str(rules))
+    assert check.returncode != 0 and "parse error" in (check.stdout + check.stderr)
+
+
+def test_scrape_targets_are_built_from_the_inventory(tmp_path):
+    config_path = render(tmp_path, "prometheus.yml", "prometheus.yml.j2")
+    check = promtool("check", "config", "--syntax-only", str(config_path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
+    assert jobs["triton"] == [
+        {"targets": ["10.0.0.5:8102"], "labels": {"host": "gpu-a", "triton_instance": "big"}},
+        {"targets": ["[fd00::7]:8002"], "labels": {"host": "gpu-b", "triton_instance": "main"}}]
+    assert jobs["node"] == [{"targets": ["10.0.0.5:9100"], "labels": {"host": "gpu-a"}},
+                            {"targets": ["[fd00::7]:9100"], "labels": {"host": "gpu-b"}}]
+    # DCGM exporter only where enabled (it needs a GPU: the Molecule hosts have none)
+    assert jobs["dcgm"] == [{"targets": ["[fd00::7]:9400"], "labels": {"host": "gpu-b"}}]
+    assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
+
+
+def test_alertmanager_routes_pass_amtool(tmp_path):
+    config_path = render(tmp_path, "alertmanager.yml", "alertmanager.yml.j2", monitoring_alertmanager_receivers=[
+        {"name": "default"}, {"name": "oncall", "webhook_configs": [{"url": "http://127.0.0.1:19999/hook"}]}])
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool missing: apt-get install prometheus-alertmanager")
+    check = subprocess.run([amtool, "check-config", str(config_path)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0 and "2 receivers" in check.stdout, check.stdout + check.stderr
