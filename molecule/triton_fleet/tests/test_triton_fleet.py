@@ -9,6 +9,7 @@ whatever the percentage, since Ansible ends a play when a whole batch failed).""
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -51,10 +52,14 @@ def _rollout(change, *extra):
                           capture_output=True, text=True, env=env, check=False, timeout=1200)
 
 
-def _recap_hosts(output):
-    """The hosts the run's PLAY RECAP names (a host of a batch never started is not there)."""
-    recap = output[output.rindex("PLAY RECAP"):].splitlines()[1:]
-    return sorted(line.split()[0] for line in recap if line.startswith("triton-fleet-"))
+def _serve_play_hosts(output):
+    """The hosts the serving play ran a task on (a host of a batch never started has none).
+    Not the PLAY RECAP: the read-only preflight play before it checks every host."""
+    play = output[output.index(SERVE_PLAY):output.rindex("PLAY RECAP")]
+    hosts = set(re.findall(r"^(?:ok|changed|fatal|skipping|failed): \[([^\] ]+)", play, re.MULTILINE))
+    for names in re.findall(r"^included: .* for (.+)$", play, re.MULTILINE):
+        hosts.update(name.strip() for name in names.split(","))
+    return sorted(hosts)
 
 
 def _gate(instance):
@@ -110,7 +115,7 @@ def test_bad_change_stops_at_the_first_batch_and_rolls_it_back():
     # serve.yml's max_fail_percentage 0 with serial: the first host fails, no other batch starts
     changed = [instance for instance in HOSTS if _state(instance)["bad_generations"]]
     assert changed == ["a"], (changed, output[-4000:])
-    assert _recap_hosts(output) == ["triton-fleet-debian12-a"], output[-2000:]
+    assert _serve_play_hosts(output) == ["triton-fleet-debian12-a"], output[-2000:]
     assert output.count(SERVE_PLAY) == 1, output[-4000:]
     # the failure names the cause read from the server log, and the rollback
     assert "cause bad_config" in output, output[-4000:]
@@ -139,6 +144,6 @@ def test_one_failed_host_in_a_batch_stops_the_rollout_before_the_next_batch():
     assert _docker("a", "systemctl", "is-active", "triton-fleeta").stdout.strip() == "active"
     # ... so batch 2 (c) never started: c is not in the recap and did not change
     assert output.count(SERVE_PLAY) == 1, output[-4000:]
-    assert _recap_hosts(output) == ["triton-fleet-debian12-a", "triton-fleet-debian12-b"], output[-2000:]
+    assert _serve_play_hosts(output) == ["triton-fleet-debian12-a", "triton-fleet-debian12-b"], output[-2000:]
     assert _state("c") == before["c"]
     assert _model_json("c", _state("c")["current"])["gpu_memory_utilization"] == 0.6
