@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.onprem.triton.plugins.module_utils.preflight import failure_messages
+
 DOCUMENTATION = r"""
 name: preflight_failure_messages
 short_description: Turn the result of a failed check into one line per problem, prefixed with its stage
@@ -39,27 +41,9 @@ _value:
 """
 
 
-def _one_line(text):
-    return " ".join(str(text).split())
-
-
-def _messages(result):
-    if not isinstance(result, dict):
-        return [_one_line(result)] if result else []
-    if result.get("argument_errors"):
-        return [_one_line(error) for error in result["argument_errors"]]
-    items = [item for item in result.get("results") or [] if isinstance(item, dict) and item.get("failed")]
-    if items:
-        return [line for item in items for line in _messages(item)]
-    for key in ("msg", "stderr", "module_stderr"):
-        if result.get(key):
-            return [_one_line(result[key])]
-    return ["failed without a message"]
-
-
 def preflight_failure_messages(result, stage):
     """'<stage>: <message>' for each problem in a failed task's result."""
-    return "\n".join("%s: %s" % (stage, message) for message in _messages(result))
+    return "\n".join("%s: %s" % (stage, message) for message in failure_messages(result))
 
 
 class FilterModule:

@@ -46,11 +46,11 @@ def _run(tmp_path, overrides):
         # into the unit, the server restarted and failed the gate, or nothing complained at all.
         ({"triton_server_http_address": "999.1.1.1"}, "triton_server_http_address '999.1.1.1'"),
         ({"triton_server_grpc_address": "192.0.2.77"}, "triton_server_grpc_address '192.0.2.77' on localhost is not"),
-        ({"triton_server_extra_args": "--foo"}, 'triton_server_extra_args must be a list of --flag'),
-        ({"triton_server_extra_args": ["log-info"]}, 'got ["log-info"]'),
-        ({"triton_server_restart_sec": -1}, "triton_server_restart_sec -1 (>= 0)"),
-        ({"triton_server_ready_timeout": -5}, "triton_server_ready_timeout -5 (>= 0"),
-        ({"triton_server_gate_prompt": "  "}, "triton_server_gate_prompt '  ' (not empty)"),
+        ({"triton_server_extra_args": "--foo"}, 'triton_server_extra_args on localhost is "--foo": it must be a list of --flag'),
+        ({"triton_server_extra_args": ["log-info"]}, 'triton_server_extra_args on localhost is ["log-info"]'),
+        ({"triton_server_restart_sec": -1}, "triton_server_restart_sec on localhost is -1: it must be >= 0."),
+        ({"triton_server_ready_timeout": -5}, "triton_server_ready_timeout on localhost is -5: it must be >= 0"),
+        ({"triton_server_gate_prompt": "  "}, 'triton_server_gate_prompt on localhost is "  ": it must be a prompt, not empty.'),
         ({"triton_server_metrics_config": ["summary latencies"]},
          'triton_server_metrics_config must be a list of key=value options of tritonserver --metrics-config, got ["summary latencies"]'),
         ({"triton_server_watchdog_timeout_sec": 90}, "triton_server_watchdog_interval_sec 60 (>= 10) must be longer than"),
@@ -59,6 +59,21 @@ def _run(tmp_path, overrides):
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
     assert_refused_before_any_change(_run(tmp_path, overrides), named)
+
+
+def test_every_bad_value_of_the_role_is_reported_in_one_run(tmp_path):
+    """The role's checks do not stop at the first problem: each bad value is named, with its value."""
+    run = _run(tmp_path, {"triton_server_restart_sec": -1, "triton_server_gate_prompt": "",
+                          "triton_server_http_address": "999.1.1.1", "triton_server_grpc_port": 8000,
+                          "triton_server_metrics_config": ["summary latencies"]})
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    for expected in ("triton_server_restart_sec on localhost is -1", 'triton_server_gate_prompt on localhost is ""',
+                     "triton_server_http_address '999.1.1.1'", "triton_server_http_port/grpc_port/metrics_port",
+                     "triton_server_metrics_config must be a list"):
+        assert expected in out, (expected, out[-3000:])
+    # Reported together by the role's last check task, one item per problem.
+    assert "Report every problem the checks found" in out or "Stop with every problem" in out, out[-3000:]
 
 
 def test_a_refused_secret_is_not_echoed(tmp_path):
