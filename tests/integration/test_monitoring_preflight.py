@@ -15,14 +15,15 @@ import pytest
 from tests.integration.role_check import assert_refused_before_any_change, run_role_check
 
 
-def _run(tmp_path, overrides):
+def _run(tmp_path, overrides, env_overrides=None):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"children": {
         "triton_monitoring": {"hosts": {"localhost": {"ansible_connection": "local",
                                                       "ansible_python_interpreter": sys.executable}}},
         "triton_servers": {"hosts": {"gpu-a": {"ansible_host": "127.0.0.1", "triton_server_metrics_port": 8002}}}}}}),
         encoding="utf-8")
-    return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)])
+    return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)],
+                          env_overrides=env_overrides)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +58,23 @@ def test_a_rule_that_does_not_parse_is_refused_on_the_controller(tmp_path):
     assert_refused_before_any_change(
         run, "The alert rules do not pass promtool check rules (look at monitoring_extra_rule_groups")
     assert "parse error" in run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/promtool") and os.environ.get("CI") != "true",
+                    reason="promtool missing: apt-get install prometheus (the test command installs it)")
+def test_without_promtool_on_the_controller_the_hosts_own_refuses_the_rule(tmp_path):
+    """The controller's PATH has no promtool (every other command of the system's PATH, and this
+    venv): the host's promtool (this machine is the host, /usr/bin/promtool) checks the rules,
+    reading them on stdin."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"):
+        for command in (os.listdir(folder) if os.path.isdir(folder) else []):
+            if command != "promtool" and not (bin_dir / command).exists():
+                (bin_dir / command).symlink_to(os.path.join(folder, command))
+    run = _run(tmp_path, {"monitoring_extra_rule_groups": [
+        {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}]},
+        env_overrides={"PATH": f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}"})
+    assert_refused_before_any_change(run, "The alert rules do not pass promtool check rules on localhost")
+    assert "parse error" in run.stdout + run.stderr
+    assert "Run the host's promtool check rules" in run.stdout
