@@ -44,6 +44,8 @@ def _run(tmp_path, overrides, env_overrides=None):
          "monitoring_alertmanager_route.receiver ('pager') must name one of"),
         ({"monitoring_prometheus_port": 9093}, "monitoring_prometheus_port 9093 and monitoring_alertmanager_port 9093"),
         ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
+        ({"monitoring_grafana_provisioning_enabled": True, "monitoring_grafana_dashboards_dir": "dashboards"},
+         "monitoring_grafana_dashboards_dir 'dashboards' must be absolute paths"),
     ],
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
@@ -78,3 +80,23 @@ def test_without_promtool_on_the_controller_the_hosts_own_refuses_the_rule(tmp_p
     assert_refused_before_any_change(run, "The alert rules do not pass promtool check rules on localhost")
     assert "parse error" in run.stdout + run.stderr
     assert "Run the host's promtool check rules" in run.stdout
+
+
+def _run_gpu_host(tmp_path, overrides):
+    """The node_exporter entry point on this machine as a GPU host (check mode)."""
+    variables = dict(overrides, ansible_python_interpreter=sys.executable)
+    return run_role_check(tmp_path, "onprem.triton.monitoring", "localhost", variables, ["-c", "local", "-i", "localhost,"],
+                          gather_facts=True, tasks_from="node_exporter")
+
+
+@pytest.mark.parametrize("overrides, named", [
+    # the default on a host with the GPU stack (triton_gpu_stack unset): this machine has no
+    # NVIDIA container toolkit, so no CDI spec for the container to reach the GPUs through
+    ({}, "monitoring_dcgm_exporter_enabled is true on localhost, which lacks"),
+    ({"triton_server_gpu_mode": "legacy"}, "/usr/bin/nvidia-container-runtime-hook"),
+    ({"monitoring_dcgm_exporter_image": "nvcr.io/nvidia/k8s/dcgm-exporter"},
+     "monitoring_dcgm_exporter_image 'nvcr.io/nvidia/k8s/dcgm-exporter' (an image with its tag)"),
+    ({"monitoring_dcgm_exporter_port": 9100}, "monitoring_dcgm_exporter_port 9100 (1-65535, not node exporter's)"),
+])
+def test_dcgm_exporter_is_refused_where_it_cannot_run(tmp_path, overrides, named):
+    assert_refused_before_any_change(_run_gpu_host(tmp_path, overrides), named)
