@@ -209,6 +209,11 @@ def test_a_wedged_engine_is_restarted_by_the_watchdog_and_generates_again(host):
          in watchdog_log(host, since), 60)
     wait("the server generates again", lambda: "ok: demo" in watchdog_log(host, since).split("restart 1 of")[-1], 120)
     assert generate()["text_output"].strip()
+    # the rollout's gate (the triton_check module, run on the host as the triton_server role runs it) passes again
+    # (with the repository key, as the role passes it: the gate reads the restricted repository index)
+    gate = host.ansible("onprem.triton.triton_check", "url=127.0.0.1:19400 models=demo wait_timeout=60 headers='"
+                        + json.dumps({"triton-repository-key": REPO_KEY}) + "'", check=False)
+    assert not gate.get("failed") and gate["models"][0]["ready"] and gate["models"][0]["generation"]["text"].strip(), gate
 
 
 def test_an_engine_broken_for_good_is_left_to_people_after_the_bound(host):
