@@ -11,15 +11,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_role_check(tmp_path, role, hosts, variables, inventory_args, gather_facts=False):
+def run_role_check(tmp_path, role, hosts, variables, inventory_args, gather_facts=False, env_overrides=None,
+                   tasks_from=None):
     playbook = tmp_path / "play.yml"
     playbook.write_text(
         f"- hosts: {hosts}\n  gather_facts: {str(gather_facts).lower()}\n  tasks:\n"
-        f"    - ansible.builtin.include_role:\n        name: {role}\n", encoding="utf-8")
+        f"    - ansible.builtin.include_role:\n        name: {role}\n"
+        + (f"        tasks_from: {tasks_from}\n" if tasks_from else ""), encoding="utf-8")
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(variables), encoding="utf-8")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"),
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env_overrides or {}))
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "--check", *inventory_args,
          str(playbook), "-e", "@" + str(extra)],

@@ -15,14 +15,15 @@ import pytest
 from tests.integration.role_check import assert_refused_before_any_change, run_role_check
 
 
-def _run(tmp_path, overrides):
+def _run(tmp_path, overrides, env_overrides=None):
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(json.dumps({"all": {"children": {
         "triton_monitoring": {"hosts": {"localhost": {"ansible_connection": "local",
                                                       "ansible_python_interpreter": sys.executable}}},
         "triton_servers": {"hosts": {"gpu-a": {"ansible_host": "127.0.0.1", "triton_server_metrics_port": 8002}}}}}}),
         encoding="utf-8")
-    return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)])
+    return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)],
+                          env_overrides=env_overrides)
 
 
 @pytest.mark.parametrize(
@@ -43,6 +44,8 @@ def _run(tmp_path, overrides):
          "monitoring_alertmanager_route.receiver ('pager') must name one of"),
         ({"monitoring_prometheus_port": 9093}, "monitoring_prometheus_port 9093 and monitoring_alertmanager_port 9093"),
         ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
+        ({"monitoring_grafana_provisioning_enabled": True, "monitoring_grafana_dashboards_dir": "dashboards"},
+         "monitoring_grafana_dashboards_dir 'dashboards' must be absolute paths"),
     ],
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
@@ -57,3 +60,43 @@ def test_a_rule_that_does_not_parse_is_refused_on_the_controller(tmp_path):
     assert_refused_before_any_change(
         run, "The alert rules do not pass promtool check rules (look at monitoring_extra_rule_groups")
     assert "parse error" in run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/promtool") and os.environ.get("CI") != "true",
+                    reason="promtool missing: apt-get install prometheus (the test command installs it)")
+def test_without_promtool_on_the_controller_the_hosts_own_refuses_the_rule(tmp_path):
+    """The controller's PATH has no promtool (every other command of the system's PATH, and this
+    venv): the host's promtool (this machine is the host, /usr/bin/promtool) checks the rules,
+    reading them on stdin."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin"):
+        for command in (os.listdir(folder) if os.path.isdir(folder) else []):
+            if command != "promtool" and not (bin_dir / command).exists():
+                (bin_dir / command).symlink_to(os.path.join(folder, command))
+    run = _run(tmp_path, {"monitoring_extra_rule_groups": [
+        {"name": "site", "rules": [{"alert": "Broken", "expr": "rate(nv_inference_count[5m] > 1"}]}]},
+        env_overrides={"PATH": f"{bin_dir}{os.pathsep}{os.path.dirname(sys.executable)}"})
+    assert_refused_before_any_change(run, "The alert rules do not pass promtool check rules on localhost")
+    assert "parse error" in run.stdout + run.stderr
+    assert "Run the host's promtool check rules" in run.stdout
+
+
+def _run_gpu_host(tmp_path, overrides):
+    """The node_exporter entry point on this machine as a GPU host (check mode)."""
+    variables = dict(overrides, ansible_python_interpreter=sys.executable)
+    return run_role_check(tmp_path, "onprem.triton.monitoring", "localhost", variables, ["-c", "local", "-i", "localhost,"],
+                          gather_facts=True, tasks_from="node_exporter")
+
+
+@pytest.mark.parametrize("overrides, named", [
+    # the default on a host with the GPU stack (triton_gpu_stack unset): this machine has no
+    # NVIDIA container toolkit, so no CDI spec for the container to reach the GPUs through
+    ({}, "monitoring_dcgm_exporter_enabled is true on localhost, which lacks"),
+    ({"triton_server_gpu_mode": "legacy"}, "/usr/bin/nvidia-container-runtime-hook"),
+    ({"monitoring_dcgm_exporter_image": "nvcr.io/nvidia/k8s/dcgm-exporter"},
+     "monitoring_dcgm_exporter_image 'nvcr.io/nvidia/k8s/dcgm-exporter' (an image with its tag)"),
+    ({"monitoring_dcgm_exporter_port": 9100}, "monitoring_dcgm_exporter_port 9100 (1-65535, not node exporter's)"),
+])
+def test_dcgm_exporter_is_refused_where_it_cannot_run(tmp_path, overrides, named):
+    assert_refused_before_any_change(_run_gpu_host(tmp_path, overrides), named)

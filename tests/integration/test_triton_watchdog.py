@@ -4,7 +4,8 @@
 not counted, a wedged engine (FIXTURE_HANG_FILE) is counted while the server says ready
 and restarted after N failing runs, at most M times an hour, then the watchdog gives up.
 `systemctl` is a stand-in on PATH that records what it was asked (this machine has no
-systemd); the real restart under systemd is the Molecule `monitoring` scenario's test."""
+systemd); the real restart under systemd is the Molecule `monitoring` scenario's test. The
+role's preflight refuses an hourly restart budget the unit's start limit cannot hold."""
 
 import json
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.triton.server import TritonServer, write_vllm_model
+from tests.integration.role_check import assert_refused_before_any_change
+from tests.integration.test_triton_server_preflight import _run as run_triton_server_role
 
 ROOT = Path(__file__).resolve().parents[2]
 WATCHDOG = ROOT / "roles" / "triton_server" / "files" / "triton_watchdog.py"
@@ -149,3 +152,17 @@ def test_unusable_configuration_is_refused(tmp_path):
     path.write_text(json.dumps({"unit": UNIT}), encoding="utf-8")
     done = subprocess.run([sys.executable, str(WATCHDOG), str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "missing keys: instance, url" in done.stdout
+
+
+@pytest.mark.parametrize("overrides", [
+    # every start counts against StartLimitBurst (systemd.unit(5), StartLimitIntervalSec=):
+    # 5 watchdog restarts after the start they follow is the 6th start in 30 min
+    {"triton_server_watchdog_max_restarts_per_hour": 5},
+    # an interval of two hours holds two hours of the watchdog's budget: 2 x 3 = 6 starts
+    {"triton_server_watchdog_max_restarts_per_hour": 3, "triton_server_start_limit_interval_sec": 7200},
+])
+def test_a_restart_budget_the_start_limit_cannot_hold_is_refused(tmp_path, overrides):
+    run = run_triton_server_role(tmp_path, dict(overrides, triton_server_watchdog_enabled=True))
+    assert_refused_before_any_change(
+        run, f"triton_server_watchdog_max_restarts_per_hour {overrides['triton_server_watchdog_max_restarts_per_hour']} "
+        "cannot hold with the unit's start limit (triton_server_start_limit_burst 5 starts in")

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Monitoring of a GPU host: Prometheus scrapes every target built from the inventory, the
-Triton counters rise after a generation, an unloaded model fires TritonModelNotReady in
-Alertmanager (asked through its API) and loading it back resolves it; a wedged engine is
+"""Monitoring of two GPU hosts: Prometheus scrapes every target built from the inventory, the
+Triton counters of each server rise after a generation, an unloaded model fires TritonModelNotReady in
+Alertmanager (asked through its API) for that host only and loading it back resolves it;
+Grafana's provisioning files point at this Prometheus and the shipped dashboards; a wedged engine is
 restarted by the watchdog within its bound, and when it stays wedged the watchdog gives up
 and TritonWatchdogGaveUp fires. Every endpoint is on the host's loopback (host networking),
 so the tests reach Prometheus and Alertmanager from here; what happens on the GPU host is
@@ -9,16 +10,22 @@ done there through testinfra. Every test takes `host`, so that pytest keeps them
 order: the last one leaves the engine wedged for good."""
 
 import json
+import os
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import testinfra
+import yaml
 
 testinfra_hosts = ["ansible://monitoring-gpu"]
 
 PROMETHEUS = "http://127.0.0.1:19090"
 ALERTMANAGER = "http://127.0.0.1:19093"
 TRITON = "http://127.0.0.1:19400"
+# the second GPU host: the triton_server role's defaults for the watchdog (off)
+TRITON2 = "http://127.0.0.1:19410"
 UNIT = "triton-mon.service"
 WATCHDOG = "triton-mon-watchdog.service"
 REPO_KEY = "molecule-repository-key-0123456789"
@@ -65,9 +72,13 @@ def active_alerts(name):
     return [a for a in alerts if a["status"]["state"] == "active"]
 
 
-def generate(prompt="the quick brown fox"):
+def generate(prompt="the quick brown fox", server=TRITON):
     body = {"text_input": prompt, "sampling_parameters": json.dumps({"max_tokens": 4}), "exclude_input_in_output": True}
-    return json.loads(_post(f"{TRITON}/v2/models/demo/generate", body, timeout=10)[1])
+    return json.loads(_post(f"{server}/v2/models/demo/generate", body, timeout=10)[1])
+
+
+def other_host(name):
+    return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
 
 
 def watchdog_log(host, since):
@@ -75,9 +86,10 @@ def watchdog_log(host, since):
 
 
 def test_every_target_from_the_inventory_is_up(host):
-    exporter = host.service("prometheus-node-exporter")
-    assert exporter.is_running and exporter.is_enabled
-    assert host.socket("tcp://127.0.0.1:19100").is_listening
+    for gpu_host, port in ((host, 19100), (other_host("monitoring-gpu2"), 19110)):
+        exporter = gpu_host.service("prometheus-node-exporter")
+        assert exporter.is_running and exporter.is_enabled
+        assert gpu_host.socket(f"tcp://127.0.0.1:{port}").is_listening
 
     def all_up():
         targets = _get(f"{PROMETHEUS}/api/v1/targets")["data"]["activeTargets"]
@@ -86,10 +98,12 @@ def test_every_target_from_the_inventory_is_up(host):
         everyone = all(health == "up" for _job, _url, health in jobs)
         return jobs if everyone and up >= {"prometheus", "alertmanager", "triton", "node"} else None
     jobs = wait("every target up", all_up, 60)
-    assert ("triton", "http://127.0.0.1:19402/metrics", "up") in jobs
-    assert ("node", "http://127.0.0.1:19100/metrics", "up") in jobs
-    labels = query('up{job="triton"}')[0]["metric"]
-    assert labels["host"] == "monitoring-gpu" and labels["triton_instance"] == "mon"
+    assert {("triton", "http://127.0.0.1:19402/metrics", "up"), ("triton", "http://127.0.0.1:19412/metrics", "up"),
+            ("node", "http://127.0.0.1:19100/metrics", "up"), ("node", "http://127.0.0.1:19110/metrics", "up")} <= jobs
+    # no GPU stack on these hosts: no DCGM exporter, nothing to scrape for it
+    assert not any(job == "dcgm" for job, _url, _health in jobs)
+    instances = {(r["metric"]["host"], r["metric"]["triton_instance"]) for r in query('up{job="triton"}')}
+    assert instances == {("monitoring-gpu", "mon"), ("monitoring-gpu2", "mon2")}
 
 
 def test_the_fleet_rules_are_loaded(host):
@@ -106,15 +120,37 @@ def test_the_server_runs_with_the_metrics_options(host):
 
 def test_request_counters_rise_after_a_generation(host):
     del host  # taken only to keep the file order
-
-    def success():
-        result = query('sum(nv_inference_request_success{job="triton",model="demo"})')
-        return float(result[0]["value"][1]) if result else None
-    before = wait("the success counter is scraped", lambda: success() is not None, 60) and success()
-    assert generate()["text_output"].strip()
-    wait("the success counter rises", lambda: success() > before, 30)
+    for server, gpu_host in ((TRITON, "monitoring-gpu"), (TRITON2, "monitoring-gpu2")):
+        def success(gpu_host=gpu_host):
+            result = query(f'sum(nv_inference_request_success{{job="triton",model="demo",host="{gpu_host}"}})')
+            return float(result[0]["value"][1]) if result else None
+        before = wait(f"the success counter of {gpu_host} is scraped", lambda: success() is not None, 60) and success()
+        assert generate(server=server)["text_output"].strip()
+        wait(f"the success counter of {gpu_host} rises", lambda: success() > before, 30)
     # the queue quantiles that TritonQueueTimeP95High reads (summary_latencies=true)
     assert query('nv_inference_queue_summary_us{job="triton",model="demo",quantile="0.95"}')
+
+
+def test_the_second_host_runs_the_role_defaults_no_watchdog_no_dcgm(host):
+    del host  # taken only to keep the file order
+    gpu2 = other_host("monitoring-gpu2")
+    assert gpu2.service("triton-mon2.service").is_running
+    assert not gpu2.file("/etc/systemd/system/triton-mon2-watchdog.timer").exists
+    assert not gpu2.file("/etc/systemd/system/dcgm-exporter.service").exists
+
+
+def test_grafana_provisioning_files_point_at_prometheus_and_the_dashboards(host):
+    del host  # taken only to keep the file order
+    prom = other_host("monitoring-prom")
+    source = yaml.safe_load(prom.file("/etc/grafana/provisioning/datasources/onprem-triton.yml").content_string)
+    [datasource] = source["datasources"]
+    assert datasource["type"] == "prometheus"
+    # the URL Grafana will call answers as Prometheus
+    assert _get(datasource["url"] + "/api/v1/status/buildinfo")["status"] == "success"
+    provider = yaml.safe_load(prom.file("/etc/grafana/provisioning/dashboards/onprem-triton.yml").content_string)
+    folder = provider["providers"][0]["options"]["path"]
+    assert prom.file(f"{folder}/triton-fleet.json").content_string == DASHBOARD.read_text(encoding="utf-8")
+    assert oct(prom.file(f"{folder}/triton-fleet.json").mode) == "0o644"
 
 
 def test_the_watchdog_runs_on_its_timer_and_reports(host):
@@ -147,6 +183,8 @@ def test_unloading_a_model_fires_not_ready_and_loading_it_resolves(host):
         alerts = wait("TritonModelNotReady active in Alertmanager", lambda: active_alerts("TritonModelNotReady"), 120)
         labels = alerts[0]["labels"]
         assert labels["model"] == "demo" and labels["host"] == "monitoring-gpu" and labels["severity"] == "critical"
+        # only the host whose model is gone
+        assert {alert["labels"]["host"] for alert in alerts} == {"monitoring-gpu"}
         assert "diagnose --limit monitoring-gpu" in alerts[0]["annotations"]["description"]
         # the watchdog reported it without counting it as a hang
         assert "restarting" not in watchdog_log(host, since)
@@ -171,6 +209,11 @@ def test_a_wedged_engine_is_restarted_by_the_watchdog_and_generates_again(host):
          in watchdog_log(host, since), 60)
     wait("the server generates again", lambda: "ok: demo" in watchdog_log(host, since).split("restart 1 of")[-1], 120)
     assert generate()["text_output"].strip()
+    # the rollout's gate (the triton_check module, run on the host as the triton_server role runs it) passes again
+    # (with the repository key, as the role passes it: the gate reads the restricted repository index)
+    gate = host.ansible("onprem.triton.triton_check", "url=127.0.0.1:19400 models=demo wait_timeout=60 headers='"
+                        + json.dumps({"triton-repository-key": REPO_KEY}) + "'", check=False)
+    assert not gate.get("failed") and gate["models"][0]["ready"] and gate["models"][0]["generation"]["text"].strip(), gate
 
 
 def test_an_engine_broken_for_good_is_left_to_people_after_the_bound(host):

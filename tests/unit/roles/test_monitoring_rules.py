@@ -5,6 +5,7 @@ role renders them, then `promtool check rules` and `promtool test rules`
 config` with the targets built from an inventory. promtool comes from Debian's `prometheus`
 package, which scripts/host.sh installs for the test command."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,10 +99,12 @@ def test_scrape_targets_are_built_from_the_inventory(tmp_path):
     jobs = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
     assert jobs["triton"] == [
         {"targets": ["10.0.0.5:8102"], "labels": {"host": "gpu-a", "triton_instance": "big"}},
-        {"targets": ["[fd00::7]:8002"], "labels": {"host": "gpu-b", "triton_instance": "main"}}]
+        {"targets": ["[fd00::7]:8002"], "labels": {"host": "gpu-b", "triton_instance": "main"}},
+        {"targets": ["10.0.0.9:8002"], "labels": {"host": "gpu-c", "triton_instance": "main"}}]
     assert jobs["node"] == [{"targets": ["10.0.0.5:9100"], "labels": {"host": "gpu-a"}},
-                            {"targets": ["[fd00::7]:9100"], "labels": {"host": "gpu-b"}}]
-    # DCGM exporter only where enabled (it needs a GPU: the Molecule hosts have none)
+                            {"targets": ["[fd00::7]:9100"], "labels": {"host": "gpu-b"}},
+                            {"targets": ["10.0.0.9:9100"], "labels": {"host": "gpu-c"}}]
+    # DCGM exporter where the host has the GPU stack (the default) and it is not turned off
     assert jobs["dcgm"] == [{"targets": ["[fd00::7]:9400"], "labels": {"host": "gpu-b"}}]
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
@@ -115,3 +118,47 @@ def test_alertmanager_routes_pass_amtool(tmp_path):
         pytest.skip("amtool missing: apt-get install prometheus-alertmanager")
     check = subprocess.run([amtool, "check-config", str(config_path)], capture_output=True, text=True, check=False)
     assert check.returncode == 0 and "2 receivers" in check.stdout, check.stdout + check.stderr
+
+
+def test_dcgm_exporter_unit_runs_nvidias_pinned_image_on_the_gpus(tmp_path):
+    """It cannot run here (no GPU): the unit is rendered as the role renders it and checked by
+    systemd-analyze; the flags are upstream's quickstart (NVIDIA/dcgm-exporter README)."""
+    for mode, gpu_flag in (("cdi", "--device nvidia.com/gpu=all"), ("legacy", "--gpus all")):
+        unit = render(tmp_path, f"dcgm-exporter-{mode}.service", "dcgm-exporter.service.j2",
+                      triton_server_gpu_mode=mode, monitoring_dcgm_exporter_listen_address="fd00::7",
+                      monitoring_dcgm_exporter_port=9500)
+        text = unit.read_text(encoding="utf-8")
+        run = " ".join(text.split("ExecStart=", 1)[1].split("ExecStop=")[0].replace("\\\n", " ").split())
+        assert "run --rm --name dcgm-exporter --network host" in run
+        assert gpu_flag in run and "--cap-add SYS_ADMIN" in run
+        assert "nvcr.io/nvidia/k8s/dcgm-exporter:4.5.3-4.8.2-distroless --address [fd00::7]:9500" in run
+        analyze = shutil.which("systemd-analyze")
+        if analyze:
+            # `verify` also wants docker.service and the binaries; only the unit's own syntax matters here
+            done = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True, text=True, check=False)
+            syntax = [line for line in done.stderr.splitlines()
+                      if "Unknown" in line or "Invalid" in line or "Failed to parse" in line or "bad" in line.lower()]
+            assert not syntax, done.stderr
+
+
+def test_grafana_provisioning_files_point_at_this_prometheus_and_the_shipped_dashboards(tmp_path):
+    datasources = yaml.safe_load(render(tmp_path, "datasources.yml", "grafana-datasources.yml.j2",
+                                        monitoring_prometheus_port=19090).read_text(encoding="utf-8"))
+    assert datasources["apiVersion"] == 1
+    [source] = datasources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://127.0.0.1:19090"
+    assert source["isDefault"] is False and source["access"] == "proxy"
+    providers = yaml.safe_load(render(tmp_path, "dashboards.yml", "grafana-dashboards.yml.j2").read_text(encoding="utf-8"))
+    [provider] = providers["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards/onprem-triton"
+    # every shipped dashboard picks a Prometheus data source through its variable, so the one
+    # provisioned above is offered
+    shipped = sorted((ROOT / "roles" / "monitoring" / "files" / "dashboards").glob("*.json"))
+    assert shipped
+    for path in shipped:
+        dashboard = json.loads(path.read_text(encoding="utf-8"))
+        assert {"name": "datasource", "type": "datasource", "query": "prometheus"}.items() <= dashboard[
+            "templating"]["list"][0].items()
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, (path.name, panel["title"])
