@@ -69,12 +69,12 @@ def triton_driver_table(table):
 
 
 def triton_upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
-                            known_branches=None, allow_forward_compat=True, refusal=None):
+                            known_branches=None, allow_forward_compat=True, refusal=None, kernel_modules=None):
     """What moving a host from `current` to `target` implies (see module_utils upgrade_findings)."""
     try:
         return upgrade_findings(table, current, target, backend, models, driver_version or None,
                                 str(planned_branch) if planned_branch else None, known_branches or [],
-                                bool(allow_forward_compat), refusal or None)
+                                bool(allow_forward_compat), refusal or None, kernel_modules or None)
     except (TritonReleaseError, KeyError, ValueError) as exc:
         raise AnsibleFilterError("triton_upgrade_findings: %s" % exc)
 

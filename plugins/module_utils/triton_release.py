@@ -170,13 +170,14 @@ def validate_table(table):
 
 
 def upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
-                     known_branches=(), allow_forward_compat=True, refusal=None):
+                     known_branches=(), allow_forward_compat=True, refusal=None, kernel_modules=None):
     """What moving one host from release `current` to `target` implies, without changing anything.
 
     backend: the host's image backend (vllm | trtllm); models: its model_repository_models;
     driver_version: the running driver (None when unknown); planned_branch: the branch nvidia_driver
     would install with the inventory as it is; known_branches: the branches nvidia_driver knows for
-    the host's OS and source; refusal: {"variable", "msg"} when the model repository preflight of
+    the host's OS and source, a list or {branch: [kernel-module flavours it offers]}; kernel_modules:
+    the host's flavour (a branch that does not offer it is named with the flavour to set); refusal: {"variable", "msg"} when the model repository preflight of
     the target release refused the inventory (None when it passed).
     Returns a list of {"kind": image|driver|model|variable, "what", "action"}.
     """
@@ -210,9 +211,12 @@ def upgrade_findings(table, current, target, backend, models, driver_version=Non
             add("driver", "nvidia_driver_branch %s" % planned_branch, "ok (%s)" % check["reason"])
         else:
             newer = sorted(int(b) for b in known_branches if int(b) >= driver_branch(needed))
+            flavours = known_branches.get(str(newer[0])) or [] if newer and isinstance(known_branches, dict) else []
+            switch = " and nvidia_driver_kernel_modules to %s (the only modules branch %s offers)" % (
+                flavours[0], newer[0]) if kernel_modules and len(flavours) == 1 and kernel_modules not in flavours else ""
             add("variable", "nvidia_driver_branch=%s" % planned_branch,
                 "refused by the nvidia_driver preflight: %s; %s" % (
-                    check["reason"], "set nvidia_driver_branch to %s" % newer[0] if newer else
+                    check["reason"], "set nvidia_driver_branch to %s%s" % (newer[0], switch) if newer else
                     "no branch nvidia_driver knows for this OS (%s) is new enough: add one to its vars/ first"
                     % ", ".join(str(b) for b in sorted(int(b) for b in known_branches))))
     for model in models or []:

@@ -96,6 +96,11 @@ def test_distribution_driver_with_a_container_it_runs(tmp_path):
     pytest.param({"triton_release": "26.07"}, [H100],
                  ["branch R590 is older than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0)",
                   "nvidia_driver_triton_container_tag=26.07-vllm-python-py3"], id="release-needs-a-newer-branch"),
+    # 615 ships open kernel modules only (NVIDIA's CUDA repository from 615, role README).
+    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "615"}, [H100],
+                 ["nvidia_driver_kernel_modules=proprietary is not offered for branch 615"], id="615-proprietary"),
+    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "610"}, [H100],
+                 ["branch R610 is older than 615.61, the minimum for 26.08-vllm-python-py3"], id="26.08-on-610"),
     pytest.param({"triton_release": "26.99"}, [H100],
                  ["nvidia_driver_triton_container_tag is empty", "Triton release '26.99' is not in the release table",
                   "known: 26.08, 26.07, 25.12"], id="unknown-release"),
@@ -113,6 +118,21 @@ def test_bad_input_is_refused_naming_the_variable(tmp_path, extra_vars, devices,
     assert rc != 0
     for text in expected:
         assert text in out
+
+
+@pytest.mark.parametrize("extra_vars,expected", [
+    pytest.param({"triton_release": "26.07", "nvidia_driver_branch": "610"},
+                 ["PREFLIGHT OK branch=610 pin=nvidia-driver-pinning-610 packages=cuda-drivers",
+                  "branch R610 meets 610.43.02, the minimum for 26.07-vllm-python-py3"], id="26.07-on-610"),
+    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "615", "nvidia_driver_kernel_modules": "open"},
+                 ["PREFLIGHT OK branch=615 pin=nvidia-driver-pinning-615 packages=nvidia-open",
+                  "branch R615 meets 615.61, the minimum for 26.08-vllm-python-py3"], id="26.08-on-615-open"),
+])
+def test_the_newer_vllm_images_on_the_branch_they_need(tmp_path, extra_vars, expected):
+    rc, out = run_preflight(tmp_path, dict(extra_vars, nvidia_driver_sysfs_pci_path=make_pci(tmp_path, [H100])))
+    assert rc == 0, out
+    for text in expected:
+        assert text in out, out
 
 
 def test_open_modules_on_hopper_pass(tmp_path):

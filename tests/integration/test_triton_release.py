@@ -90,8 +90,8 @@ def test_everything_follows_triton_release(tmp_path, variables, server, driver, 
       "layouts offered: llmapi"]),
     ({"triton_release": "26.08"},
      ["model_repository_models[0].backend: trtllm is not offered by Triton release 26.08"]),
-    ({"triton_release": "26.08", "model_repository_models": [{"name": "v", "backend": "vllm", "hf_repo_id": "o/v"}]},
-     ["model_repository_triton_release: no vLLM table for Triton release '26.08'"]),
+    ({"triton_release": "25.10", "model_repository_models": [{"name": "v", "backend": "vllm", "hf_repo_id": "o/v"}]},
+     ["model_repository_triton_release: no vLLM table for Triton release '25.10'"]),
 ])
 def test_what_the_release_does_not_offer_is_refused_by_name(tmp_path, variables, expected):
     rc, out = _run(tmp_path, variables)

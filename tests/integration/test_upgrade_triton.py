@@ -55,9 +55,9 @@ def test_the_report_from_25_12_to_26_07(tmp_path):
     assert lines[0] == "HOST | KIND | WHAT | ACTION"
     expected = [
         "gpu-vllm-01 | image | 25.12-vllm-python-py3 -> 26.07-vllm-python-py3 |",
-        # the branch the inventory installs is too old, and nvidia_driver knows no newer one yet
+        # the branch the inventory installs is too old: the report names the one to set
         "gpu-vllm-01 | variable | nvidia_driver_branch=590 | refused by the nvidia_driver preflight: branch R590 is older"
-        " than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0); no branch nvidia_driver knows",
+        " than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0); set nvidia_driver_branch to 610",
         "gpu-vllm-01 | model | chat | re-rendered and reloaded: model.json checked against vLLM 0.24.0 (was 0.11.1)",
         "gpu-vllm-01 | variable | model_repository_models[1].engine_args.swap_space | refused by the model_repository"
         " preflight",

@@ -65,15 +65,29 @@ def test_the_default_release_runs_on_the_default_branch_of_every_os(os_vars, bac
     assert result["ok"], "%s: %s" % (os_vars, result["reason"])
 
 
+# The lowest cuda_repo branch of each OS that runs the newer vLLM images (None: no branch the
+# collection knows does; the upgrade report says so per host). 615 is open modules only.
+NEWER_VLLM_BRANCHES = {
+    "26.07": {"Debian-12": "610", "Ubuntu-22": "610", "Ubuntu-24": "610", "RedHat-9": "610", "RedHat-8": None},
+    "26.08": {"Debian-12": "615", "Ubuntu-22": "615", "Ubuntu-24": "615", "RedHat-9": None, "RedHat-8": None},
+}
+
+
+@pytest.mark.parametrize("release", sorted(NEWER_VLLM_BRANCHES))
 @pytest.mark.parametrize("os_vars", OS_MATRIX)
-def test_the_newest_vllm_images_need_a_branch_no_os_offers(os_vars):
-    """Recorded, not wished away: 26.07's vLLM image needs 610.43.02 and 26.08's 615.61, and no
-    OS of the matrix knows a branch that new (the upgrade report says so per host)."""
+def test_the_branch_each_os_offers_for_the_newer_vllm_images(os_vars, release):
     matrix = _yaml("roles", "nvidia_driver", "vars", os_vars + ".yml")["_nvidia_driver_os"]
-    branches = [int(b) for source in matrix["sources"].values() for b in source["branches"]]
-    for release in ("26.07", "26.08"):
-        minimum = tr.release_entry(TABLE, release)["images"]["vllm"]["min_driver"]
-        assert max(branches) < nvidia.driver_branch(minimum)
+    tag = tr.image_tag(TABLE, release, "vllm")
+    runs = [branch for branch in sorted(matrix["sources"]["cuda_repo"]["branches"], key=int)
+            if nvidia.check_branch_for_container(branch, tag, tr.driver_table(TABLE), [])["ok"]]
+    assert (runs[0] if runs else None) == NEWER_VLLM_BRANCHES[release][os_vars]
+
+
+@pytest.mark.parametrize("os_vars", OS_MATRIX)
+def test_branch_615_offers_open_modules_only(os_vars):
+    """NVIDIA's CUDA repository has no proprietary kernel modules from 615 (role README)."""
+    branches = _yaml("roles", "nvidia_driver", "vars", os_vars + ".yml")["_nvidia_driver_os"]["sources"]["cuda_repo"]["branches"]
+    assert list(branches.get("615", {"open": None})) == ["open"]
 
 
 def test_driver_table_keys_are_every_image():
@@ -223,6 +237,15 @@ def test_upgrade_names_the_branch_to_set_when_the_os_has_one():
     findings = tr.upgrade_findings(TABLE, "25.12", "25.12", "vllm", [], planned_branch="580",
                                    known_branches=["550", "580", "590"])
     assert [f["action"] for f in findings if f["kind"] == "variable"][0].endswith("set nvidia_driver_branch to 590")
+
+
+def test_upgrade_names_the_kernel_modules_a_newer_branch_needs():
+    """26.08's vLLM image needs 615, which offers open modules only: a proprietary host is told both."""
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.08", "vllm", [], planned_branch="590",
+                                   known_branches={"590": ["proprietary", "open"], "610": ["proprietary", "open"],
+                                                   "615": ["open"]}, kernel_modules="proprietary")
+    assert [f["action"] for f in findings if f["kind"] == "variable"][0].endswith(
+        "set nvidia_driver_branch to 615 and nvidia_driver_kernel_modules to open (the only modules branch 615 offers)")
 
 
 # --- the render and validation matrix, for every release of the table ----------------------------

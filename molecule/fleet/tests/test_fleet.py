@@ -52,6 +52,33 @@ def test_status_shows_every_host_ready(name):
     assert table.rstrip().endswith("4 of 4 host(s) serving every model"), table
 
 
+def test_upgrade_triton_reports_the_newest_release_and_changes_nothing():
+    """From the fleet's 25.12 to the newest release of the table (26.08: vLLM image only): the vLLM
+    hosts' image, driver and models, the TRT-LLM hosts' backend the release refuses; read-only."""
+    before = {name: _served_state(name) + _secret_state(name) for name in HOSTS}
+    run = _playbook("upgrade_triton", "-e", "upgrade_triton_release=26.08")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(os.path.join(REPORTS, "upgrade_triton-26.08.txt"), encoding="utf-8") as handle:
+        lines = handle.read().splitlines()
+    expected = []
+    for name in ("fleet-vllm-1", "fleet-vllm-2"):
+        expected += [f"{name} | image | 25.12-vllm-python-py3 -> 26.08-vllm-python-py3 | the server restarts",
+                     # no GPU stack in the sandbox: the running driver is unknown, the need is named
+                     f"{name} | driver | running driver unknown (no GPU facts) | needs 615.61 or newer for 26.08-vllm",
+                     f"{name} | model | tiny_llm | re-rendered and reloaded: model.json checked against vLLM 0.27.1"
+                     " (was 0.11.1)"]
+    for name in ("fleet-trtllm-1", "fleet-trtllm-2"):
+        expected.append(f"{name} | variable | triton_server_backend=trtllm | refused: trtllm is not offered by Triton"
+                        " release 26.08")
+    for start in expected:
+        assert [line for line in lines if line.startswith(start)], (start, lines)
+    assert len(lines) == 1 + len(expected), lines
+    recap = _recap(run.stdout, "changed")
+    assert recap == {name: "changed=0" for name in HOSTS}, run.stdout[-1500:]
+    # Same generation, weights, unit, env file and server processes (systemd's and the container's).
+    assert before == {name: _served_state(name) + _secret_state(name) for name in HOSTS}
+
+
 def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
     # The inventory still says v1.0 (upgrade_model rolled `next` through).
     before = {name: _served_state(name) for name in HOSTS}
@@ -159,10 +186,10 @@ def _failed_results(output):
     return failures
 
 
-def _recap(output):
-    """{host: 'failed=N'} of the run's PLAY RECAP."""
+def _recap(output, counter="failed"):
+    """{host: '<counter>=N'} of the run's PLAY RECAP."""
     recap = output[output.rindex("PLAY RECAP"):].splitlines()[1:]
-    return {line.split()[0]: next(word for word in line.split() if word.startswith("failed="))
+    return {line.split()[0]: next(word for word in line.split() if word.startswith(counter + "="))
             for line in recap if line.split() and line.split()[0] in HOSTS}
 
 

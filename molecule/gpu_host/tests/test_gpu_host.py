@@ -1,7 +1,7 @@
 """Real state of the converged GPU host instance (Debian 12, no GPU).
 
 The repositories are the fixtures of tests/fixtures/apt_repo: the CUDA stand-in offers the
-driver at 590.48.01-1 and a newer 610.43.02-1, the libnvidia-container stand-in the toolkit
+driver at 590.48.01-1 and newer 610.43.02-1 and 615.71.09-1, the libnvidia-container stand-in the toolkit
 at 1.17.7-1 and a newer 1.17.8-1 (molecule.yml). The exact versions below are those the
 role must choose against those newer ones.
 """
@@ -43,6 +43,7 @@ def test_branch_pinning_package_installed_held_and_pins_590(host):
     assert installed_version(host, BRANCH_PIN) is not None
     assert BRANCH_PIN in held(host)
     assert installed_version(host, "nvidia-driver-pinning-610") is None
+    assert installed_version(host, "nvidia-driver-pinning-615") is None
     assert "Pin: version 590.*" in host.file("/etc/apt/preferences.d/" + BRANCH_PIN).content_string
 
 

@@ -149,5 +149,5 @@ def test_accepted_engine_args_pass_through():
 
 def test_the_table_is_picked_by_release():
     with pytest.raises(mr.ModelRepositoryError) as error:
-        mr.load_vllm_contract(str(ROLE / "files" / "vllm_contract"), "26.08")
-    assert error.value.variable == "model_repository_triton_release" and "known: 25.12, 26.07" in str(error.value)
+        mr.load_vllm_contract(str(ROLE / "files" / "vllm_contract"), "25.10")
+    assert error.value.variable == "model_repository_triton_release" and "known: 25.12, 26.07, 26.08" in str(error.value)
