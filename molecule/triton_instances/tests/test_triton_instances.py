@@ -17,10 +17,11 @@ INSTANCES = {
 
 
 def placements(host, unit):
-    """The placement records the vLLM stand-in logged inside the container (journal of the unit)."""
+    """The placement records the vLLM stand-in logged inside the container (journal of the unit):
+    tritonserver's log writes the message as a quoted string, its quotes escaped ({\\"kind\\": ...}")."""
     log = host.check_output(f"journalctl --unit {unit} --output cat --no-pager")
     marker = "[vllm stand-in] placement "
-    return [json.loads(line.split(marker, 1)[1]) for line in log.splitlines() if marker in line]
+    return [json.loads(json.loads('"' + line.split(marker, 1)[1].rstrip())) for line in log.splitlines() if marker in line]
 
 
 def test_each_instance_is_a_running_unit(host):
@@ -31,8 +32,10 @@ def test_each_instance_is_a_running_unit(host):
 
 def test_each_container_is_given_only_its_gpus(host):
     for name, (_unit, _port, _repo, _model, gpus) in INSTANCES.items():
-        env = host.check_output(f"docker inspect --format '{{{{json .Config.Env}}}}' triton-{name}")
-        assert "NVIDIA_VISIBLE_DEVICES=%s" % ",".join(gpus) in json.loads(env)
+        # dockerd adds it to the OCI spec at start (--gpus), not to the container's config: read the server's process
+        pid = host.check_output(f"docker inspect --format '{{{{.State.Pid}}}}' triton-{name}")
+        env = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines()
+        assert "NVIDIA_VISIBLE_DEVICES=%s" % ",".join(gpus) in env
         unit = host.file(f"/etc/systemd/system/triton-{name}.service").content_string
         assert "--gpus '\"device=%s\"'" % ",".join(gpus) in unit
     # what the runtime hook gave each container that started (the last start of each)
