@@ -14,8 +14,10 @@ description:
   - Takes the C(triton_server_status) fact of each host (published by the C(status) tasks of the
     role M(onprem.triton.triton_server), used by the playbook C(onprem.triton.status)) and returns the lines
     of one table - one line per model of each host - with the host, its unit, GPUs and driver, the
-    repository generation, the weights (revision and commit) and, per model, READY or not and why, and
-    the time to first token of a real generation.
+    repository generation, the weights (revision and commit) and, per model, READY or not and why, the
+    GPUs the inventory plans next to those its processes hold on the driver (C(?) when the driver could
+    not say; a ready model on other GPUs is flagged C(GPU MISMATCH) in WHY and its host is not counted
+    as serving), and the time to first token of a real generation.
   - A host with no model (unit down, server unreachable) gets one line saying why.
 positional: _input
 options:
@@ -39,7 +41,23 @@ _value:
   elements: str
 """
 
-COLUMNS = ("HOST", "UNIT", "GPUS / DRIVER", "GENERATION", "WEIGHTS", "MODEL", "STATE", "TTFT ms", "WHY")
+COLUMNS = ("HOST", "UNIT", "GPUS / DRIVER", "GENERATION", "WEIGHTS", "MODEL", "STATE", "GPUS plan/runs", "TTFT ms", "WHY")
+
+
+def _placement(status, name):
+    """(cell, problem): the model's planned GPUs next to those its processes hold, and a
+    problem when they differ (a model that is ready holds no GPU, or holds others)."""
+    entry = (status.get("placement") or {}).get(name)
+    if not isinstance(entry, dict):
+        return "-", ""
+    planned, actual = entry.get("planned"), entry.get("actual")
+    plan_text = ",".join(str(gpu) for gpu in planned) if planned else "any"
+    if actual is None:
+        return "%s / ?" % plan_text, ""
+    runs_text = ",".join(str(gpu) for gpu in actual) or "none"
+    if planned and sorted(int(gpu) for gpu in planned) != sorted(int(gpu) for gpu in actual):
+        return "%s / %s" % (plan_text, runs_text), "GPU MISMATCH: planned %s, runs on %s" % (plan_text, runs_text)
+    return "%s / %s" % (plan_text, runs_text), ""
 
 
 def _gpus(status):
@@ -73,7 +91,10 @@ def _model_rows(status):
             why = "; ".join(str(failure) for failure in failures[name])
         if model.get("ready") and name in timings and ttft is None and not why:
             why = "no answer"
-        rows.append((name, state, "%.1f" % ttft if isinstance(ttft, (int, float)) else "-", why))
+        gpus, mismatch = _placement(status, name)
+        if mismatch and model.get("ready"):
+            why = "; ".join(part for part in (mismatch, why) if part)
+        rows.append((name, state, gpus, "%.1f" % ttft if isinstance(ttft, (int, float)) else "-", why))
     return rows
 
 
@@ -87,10 +108,10 @@ def triton_fleet_status_table(statuses):
         host = (str(status.get("host")), str(status.get("unit_state") or "?"), _gpus(status),
                 str(status.get("generation") or "-"), _weights(status))
         rows = _model_rows(status)
-        if rows and all(row[1] == "READY" and row[3] == "" for row in rows):
+        if rows and all(row[1] == "READY" and row[4] == "" for row in rows):
             hosts_ready += 1
         if not rows:
-            rows = [("-", "DOWN", "-", str(status.get("server") or "server did not answer"))]
+            rows = [("-", "DOWN", "-", "-", str(status.get("server") or "server did not answer"))]
         for row in rows:
             lines.append(host + row)
     widths = [max([len(COLUMNS[i])] + [len(str(line[i])) for line in lines]) for i in range(len(COLUMNS))]

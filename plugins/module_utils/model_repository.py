@@ -277,6 +277,75 @@ def _check_keys(model, index, allowed):
         raise ModelRepositoryError(_var(index, unknown[0]), "unknown setting (allowed: %s)" % ", ".join(sorted(allowed)))
 
 
+INSTANCES_VAR = "model_repository_instances"
+INSTANCE_KEYS = ("name", "gpus", "models")
+# triton_server_name's rule: the instance's unit is triton-<name>.service.
+_INSTANCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,40}$")
+
+
+def plan_instances(instances, models, gpus, main_name="main"):
+    """The server instances of a host: the main one and those of model_repository_instances,
+    each a container that sees only its GPUs, so that a model with tensor_parallel_size x
+    pipeline_parallel_size > 1 on a subset of the host's GPUs still starts on them (the vLLM
+    backend starts such a model as KIND_MODEL on cuda:0..N-1 of what the container sees).
+    Returns (views, owner): views [{name, gpus, all, main}], the main instance first (it sees
+    the GPUs no other instance takes; every GPU when there are none), owner {model name: instance}."""
+    host = sorted(gpu["index"] for gpu in gpus)
+    if instances in (None, ""):
+        instances = []
+    if not isinstance(instances, list):
+        raise ModelRepositoryError(INSTANCES_VAR, "must be a list of {name, gpus, models}")
+    declared = [model.get("name") for model in models if isinstance(model, dict)]
+    owner, taken, views = {}, {}, []
+    for position, raw in enumerate(instances):
+        where = "%s[%d]" % (INSTANCES_VAR, position)
+        if not isinstance(raw, dict):
+            raise ModelRepositoryError(where, "must be a dict with name, gpus and models")
+        unknown = sorted(set(raw) - set(INSTANCE_KEYS))
+        if unknown:
+            raise ModelRepositoryError("%s.%s" % (where, unknown[0]), "unknown setting (allowed: %s)"
+                                       % ", ".join(INSTANCE_KEYS))
+        name = raw.get("name")
+        if not isinstance(name, str) or not _INSTANCE_NAME.match(name):
+            raise ModelRepositoryError(where + ".name", "must match %s (its unit is triton-<name>.service), got %r"
+                                       % (_INSTANCE_NAME.pattern, name))
+        if name == main_name or name in [view["name"] for view in views]:
+            raise ModelRepositoryError(where + ".name", "%r is already the name of another server instance on this "
+                                       "host (the main one is triton_server_name %r)" % (name, main_name))
+        chosen = raw.get("gpus")
+        if not isinstance(chosen, list) or not chosen:
+            raise ModelRepositoryError(where + ".gpus", "must be a non-empty list of GPU indices")
+        chosen = [_int(gpu, where + ".gpus", 0) for gpu in chosen]
+        for gpu in chosen:
+            if gpu not in host:
+                raise ModelRepositoryError(where + ".gpus", "GPU %d is not on this host (known: %s)" % (gpu, host))
+            if gpu in taken:
+                raise ModelRepositoryError(where + ".gpus", "GPU %d is already given to server instance %r: each GPU "
+                                           "belongs to one instance" % (gpu, taken[gpu]))
+            taken[gpu] = name
+        served = raw.get("models")
+        if not isinstance(served, list) or not served:
+            raise ModelRepositoryError(where + ".models", "must be a non-empty list of names of model_repository_models")
+        for model_name in served:
+            if model_name not in declared:
+                raise ModelRepositoryError(where + ".models", "%r is not a model of model_repository_models (known: %s)"
+                                           % (model_name, ", ".join(str(d) for d in declared)))
+            if model_name in owner:
+                raise ModelRepositoryError(where + ".models", "%r is already served by instance %r"
+                                           % (model_name, owner[model_name]))
+            owner[model_name] = name
+        views.append({"name": name, "gpus": sorted(chosen), "all": False, "main": False})
+    rest = [gpu for gpu in host if gpu not in taken]
+    if views and not rest:
+        raise ModelRepositoryError(INSTANCES_VAR, "its instances take every GPU of the host (%s): none is left for the "
+                                   "main instance %r" % (host, main_name))
+    if views and all(name in owner for name in declared):
+        raise ModelRepositoryError(INSTANCES_VAR, "lists every model: the main instance %r would serve none (keep at "
+                                   "least one model outside model_repository_instances)" % main_name)
+    views.insert(0, {"name": main_name, "gpus": rest, "all": not views, "main": True})
+    return views, owner
+
+
 MODEL_KEYS = ("name", "backend", "model_path", "hf_repo_id", "revision", "gpus", "tensor_parallel_size",
               "gpu_memory_utilization", "memory_mib", "engine_args", "lora", "report_custom_metrics",
               "inputs", "outputs", "parameters", "instance_count", "trtllm", "load")
@@ -288,8 +357,9 @@ def normalize_models(models, gpus, settings):
     vllm_report_custom_metrics, vllm_contract (load_vllm_contract)."""
     if not isinstance(models, list) or not models:
         raise ModelRepositoryError(VAR, "must be a non-empty list of models")
-    known_gpus = dict((gpu["index"], gpu) for gpu in gpus)
-    settings = dict(settings, _gpu_indices=sorted(known_gpus))
+    views, owner = plan_instances(settings.get("instances"), models, gpus, settings.get("main_instance") or "main")
+    views = dict((view["name"], view) for view in views)
+    main = [view for view in views.values() if view["main"]][0]
     seen = {}
     result = []
     for index, raw in enumerate(models):
@@ -310,17 +380,27 @@ def normalize_models(models, gpus, settings):
             raise ModelRepositoryError(_var(index, "model_path"), "one of model_path (a local directory) or hf_repo_id is required")
         if model.get("model_path") and not str(model["model_path"]).startswith("/"):
             raise ModelRepositoryError(_var(index, "model_path"), "must be an absolute path, got %r" % model["model_path"])
+        # The GPUs of the server instance that serves it (its container sees only those).
+        view = views[owner.get(name, main["name"])]
+        model["instance"] = view["name"]
+        model["position"] = index
+        known_gpus = view["gpus"]
+        model_settings = dict(settings, _gpu_indices=known_gpus)
         assigned = model.get("gpus")
         model["gpus_defaulted"] = assigned is None
         if assigned is None:
-            assigned = sorted(known_gpus)
+            assigned = list(known_gpus)
         if not isinstance(assigned, list) or not assigned:
             raise ModelRepositoryError(_var(index, "gpus"), "must be a non-empty list of GPU indices")
         assigned = [_int(gpu, _var(index, "gpus"), 0) for gpu in assigned]
         missing = [gpu for gpu in assigned if gpu not in known_gpus]
         if missing:
-            raise ModelRepositoryError(_var(index, "gpus"), "GPU(s) %s not on this host (known: %s)"
-                                       % (missing, sorted(known_gpus)))
+            if view["all"]:
+                raise ModelRepositoryError(_var(index, "gpus"), "GPU(s) %s not on this host (known: %s)"
+                                           % (missing, known_gpus))
+            raise ModelRepositoryError(_var(index, "gpus"), "GPU(s) %s not seen by server instance %r, which serves "
+                                       "%r and sees only GPU(s) %s (model_repository_instances)"
+                                       % (missing, view["name"], name, known_gpus))
         if len(set(assigned)) != len(assigned):
             raise ModelRepositoryError(_var(index, "gpus"), "lists a GPU twice: %s" % assigned)
         model["gpus"] = assigned
@@ -348,20 +428,17 @@ def normalize_models(models, gpus, settings):
         model["server_model"] = server_path(source, settings["models_dir"], settings["server_models_dir"]) \
             if model.get("model_path") else source
         if backend == "vllm":
-            _normalize_vllm(model, index, settings)
+            _normalize_vllm(model, index, model_settings)
         else:
-            _normalize_trtllm(model, index, settings)
+            _normalize_trtllm(model, index, model_settings)
+        # The device numbers inside the instance's container: a container given GPUs 2 and 3 calls
+        # them 0 and 1 (CUDA numbers what it sees). The main instance without others sees them all.
+        model["device_gpus"] = list(model["gpus"]) if view["all"] else [known_gpus.index(gpu) for gpu in model["gpus"]]
         result.append(model)
-    # The upstream BLS model calls models named "preprocessing"/"postprocessing": one
-    # in-flight batching TRT-LLM model per server (repository).
-    batchers = [position for position, model in enumerate(result)
-                if model["backend"] == "tensorrtllm" and model["trtllm"]["layout"] == "inflight_batcher"]
-    if len(batchers) > 1:
-        raise ModelRepositoryError(
-            _var(batchers[1]), "%r is a second TensorRT-LLM in-flight batching model (layout inflight_batcher) after %r "
-            "(%s): TRT-LLM 1.1.0's tensorrt_llm_bls calls models literally named preprocessing and postprocessing, so "
-            "one server holds only one; serve it from another server or use trtllm.layout llmapi"
-            % (result[batchers[1]]["name"], result[batchers[0]]["name"], _var(batchers[0])))
+    for instance in views:
+        batchers = [position for position, model in enumerate(result) if model["instance"] == instance
+                    and model["backend"] == "tensorrtllm" and model["trtllm"]["layout"] == "inflight_batcher"]
+        _one_batcher_per_server(result, batchers)
     # TRT-LLM parts are separate Triton models: their names must not collide.
     for model in result:
         for part in model.get("parts", {}).values():
@@ -369,6 +446,18 @@ def normalize_models(models, gpus, settings):
                 raise ModelRepositoryError(_var(seen[part], "name"), "%r collides with a part of TRT-LLM model %r"
                                            % (part, model["name"]))
     return result
+
+
+def _one_batcher_per_server(result, batchers):
+    """The upstream BLS model calls models named "preprocessing"/"postprocessing": one
+    in-flight batching TRT-LLM model per server instance (repository)."""
+    if len(batchers) > 1:
+        raise ModelRepositoryError(
+            _var(batchers[1]), "%r is a second TensorRT-LLM in-flight batching model (layout inflight_batcher) after %r "
+            "(%s) in server instance %r: TRT-LLM 1.1.0's tensorrt_llm_bls calls models literally named preprocessing and "
+            "postprocessing, so one server holds only one; serve it from another instance (model_repository_instances) "
+            "or use trtllm.layout llmapi"
+            % (result[batchers[1]]["name"], result[batchers[0]]["name"], _var(batchers[0]), result[batchers[0]]["instance"]))
 
 
 def _release_error(error):
@@ -515,8 +604,9 @@ def _place_vllm(model, index, engine_args, settings):
             _var(index, "gpus"), "is %s, a subset of the GPUs this server sees (%s): a vLLM model with "
             "tensor_parallel_size x pipeline_parallel_size = %d must run as KIND_MODEL (the vLLM backend refuses "
             "KIND_GPU for it), and the backend would start it on the first %d GPUs the container sees (%s), not on "
-            "%s. Run it in a server instance that sees only those GPUs (model_repository_gpus / the container's "
-            "GPUs = %s), or give it all of them" % (gpus, known, world, world, known[:world], gpus, gpus))
+            "%s. Serve it from a server instance of its own that sees only those GPUs (model_repository_instances: "
+            "[{name: ..., gpus: %s, models: [%s]}]), or give it all of them"
+            % (gpus, known, world, world, known[:world], gpus, gpus, model["name"]))
     model["instance_kind"] = "KIND_MODEL"
 
 
@@ -813,7 +903,7 @@ def validate(models, files):
             except ValueError as error:
                 raise ModelRepositoryError(path, "is not valid JSON: %s" % error)
     for index, model in enumerate(models):
-        where = _var(index)
+        where = _var(model.get("position", index))
         if model["backend"] == "vllm":
             _validate_vllm(model, configs[model["name"]], files, where)
         elif model["trtllm"]["layout"] == "llmapi":
@@ -860,8 +950,9 @@ def _validate_vllm(model, config, files, where):
                  "KIND_GPU is refused by the vLLM backend with tensor_parallel_size x pipeline_parallel_size > 1")
     if model["instance_kind"] == "KIND_GPU":
         groups = [(group.kind, list(group.gpus), group.count) for group in config.instance_group]
-        _require(groups == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, model["gpus"], model["instance_count"])],
-                 where, "instance_group %s does not pin the model's gpus %s" % (groups, model["gpus"]))
+        _require(groups == [(model_config_pb2.ModelInstanceGroup.KIND_GPU, model["device_gpus"], model["instance_count"])],
+                 where, "instance_group %s does not pin the model's gpus %s (devices %s of its server instance)"
+                 % (groups, model["gpus"], model["device_gpus"]))
     _require(engine.get("model"), where, "model.json has no model")
     if model["lora"]:
         _require(str(engine.get("enable_lora")).lower() == "true", where, "LoRA adapters without enable_lora")
@@ -927,29 +1018,50 @@ def engine_fingerprint(model):
 
 
 def build_plan(models, gpu_info, gpu_override, settings, templates_dir, all_models_dir):
-    """Everything the role needs from the controller, in one call."""
+    """Everything the role needs from the controller, in one call: the main server instance's
+    repository at the top level, each other instance's (model_repository_instances) under
+    "instances"; the GPU memory plan covers every instance (they share the host's GPUs)."""
     gpus = gpu_table(gpu_info, gpu_override)
     normalized = normalize_models(models, gpus, settings)
     plan = plan_gpu_memory(normalized, gpus, settings.get("gpu_memory_budget", 0.9))
-    files = render(normalized, templates_dir)
-    summary = validate(normalized, files)
+    views, _owner = plan_instances(settings.get("instances"), models, gpus, settings.get("main_instance") or "main")
+    result = _instance_repository([m for m in normalized if m["instance"] == views[0]["name"]], templates_dir,
+                                  all_models_dir)
+    result["instances"] = []
+    for view in views[1:]:
+        repository = _instance_repository([m for m in normalized if m["instance"] == view["name"]], templates_dir,
+                                          all_models_dir)
+        result["instances"].append(dict(repository, name=view["name"], gpus=view["gpus"]))
+    result.update({
+        "gpu_plan": plan,
+        # What the main instance's container is given: every GPU, or those no other instance takes.
+        "server_gpus": "all" if views[0]["all"] else views[0]["gpus"],
+        "engines": [{"name": m["name"], "model_path": m["source"], "gpus": m["gpus"],
+                     "tensor_parallel_size": m["tensor_parallel_size"], "trtllm": m["trtllm"],
+                     "fingerprint": engine_fingerprint(m)}
+                    for m in normalized if m["backend"] == "tensorrtllm" and m["trtllm"]["build"]],
+        "needs_trtllm_models": any(m["backend"] == "tensorrtllm" for m in normalized),
+    })
+    return result
+
+
+def _instance_repository(models, templates_dir, all_models_dir):
+    """The repository of one server instance: its files, validated, and what its server loads."""
+    files = render(models, templates_dir)
+    summary = validate(models, files)
     copies = {}
-    for model in normalized:
+    for model in models:
         copies.update(python_model_copies(model, all_models_dir))
         copies.update(llmapi_copies(model, all_models_dir))
     load_models = []
-    for model in normalized:
+    for model in models:
         if model["load"]:
             load_models.extend(model["load_models"])
-    engines = [{"name": m["name"], "model_path": m["source"], "gpus": m["gpus"],
-                "tensor_parallel_size": m["tensor_parallel_size"], "trtllm": m["trtllm"],
-                "fingerprint": engine_fingerprint(m)}
-               for m in normalized if m["backend"] == "tensorrtllm" and m["trtllm"]["build"]]
-    model_dirs = dict((m["name"], [m["name"]] + sorted(m["parts"].values())) for m in normalized)
-    return {"files": files, "copies": copies, "load_models": load_models, "gpu_plan": plan, "configs": summary,
-            "engines": engines, "model_dirs": model_dirs,
-            "needs_trtllm_models": any(m["backend"] == "tensorrtllm" for m in normalized),
-            "trtllm_orchestrator": trtllm_orchestrator(normalized)}
+    return {"files": files, "copies": copies, "load_models": load_models, "configs": summary,
+            "model_dirs": dict((m["name"], [m["name"]] + sorted(m["parts"].values())) for m in models),
+            # The models a prompt goes to (a vLLM model, a TRT-LLM ensemble or LLM-API model).
+            "prompt_models": [m["name"] for m in models],
+            "trtllm_orchestrator": trtllm_orchestrator(models)}
 
 
 def trtllm_orchestrator(models):

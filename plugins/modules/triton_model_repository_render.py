@@ -86,6 +86,35 @@ options:
         default layout. When empty, nothing is checked against a release and the layout defaults to C(inflight_batcher).
     type: dict
     default: {}
+  instances:
+    description:
+      - Server instances of the host besides the main one, each a container that sees only its GPUs
+        (the role's C(model_repository_instances)). A model with tensor parallelism on a subset of the host's GPUs
+        needs one, since the vLLM backend starts it on the first GPUs its container sees.
+      - The main instance sees the GPUs no instance takes and serves the models no instance lists.
+        Each instance gets its own repository (returned under C(instances)); the GPU memory plan covers them all.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: The instance's name (its unit is C(triton-<name>.service)).
+        type: str
+        required: true
+      gpus:
+        description: Host GPU indices its container is given; each GPU belongs to one instance.
+        type: list
+        elements: int
+        required: true
+      models:
+        description: Names of I(models) it serves; their C(gpus) must be among its GPUs.
+        type: list
+        elements: str
+        required: true
+  main_instance:
+    description: Name of the main instance (the triton_server role's C(triton_server_name)); no other instance may take it.
+    type: str
+    default: main
   vllm_contracts_dir:
     description:
       - Controller folder of the per-release vLLM tables (C(<release>.json)); the role passes its
@@ -119,7 +148,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files:
-  description: Relative path inside the repository to rendered content.
+  description: Relative path inside the main instance's repository to rendered content.
   returned: success
   type: dict
   sample: {"gemma_local/config.pbtxt": "name: \"gemma_local\"\n..."}
@@ -129,7 +158,7 @@ copies:
   type: dict
   sample: {"preprocessing/1": "/opt/triton/trtllm_all_models/inflight_batcher_llm/preprocessing/1"}
 load_models:
-  description: Names to pass as C(--load-model) in explicit model-control mode.
+  description: Names the main instance passes as C(--load-model) in explicit model-control mode.
   returned: success
   type: list
   elements: str
@@ -140,7 +169,7 @@ model_dirs:
   type: dict
   sample: {"llama": ["llama", "llama_tensorrt_llm", "llama_tensorrt_llm_bls", "postprocessing", "preprocessing"]}
 gpu_plan:
-  description: Per GPU, the share each model takes and the total.
+  description: Per GPU of the host, the share each model takes (whatever instance serves it) and the total.
   returned: success
   type: list
   elements: dict
@@ -156,8 +185,27 @@ engines:
   type: list
   elements: dict
   sample: []
+prompt_models:
+  description: The main instance's models that take a prompt (vLLM models, TensorRT-LLM ensembles and LLM-API models).
+  returned: success
+  type: list
+  elements: str
+  sample: [gemma_local]
+server_gpus:
+  description: The GPUs the main instance's container is given, C(all) when there is no other instance.
+  returned: success
+  type: raw
+  sample: [0, 1]
+instances:
+  description:
+    - One entry per I(instances) item, with its C(name), C(gpus) and the same keys as the main instance's repository
+      (C(files), C(copies), C(load_models), C(prompt_models), C(model_dirs), C(configs), C(trtllm_orchestrator)).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"name": "tp23", "gpus": [2, 3], "load_models": ["big"], "prompt_models": ["big"], "files": {}}]
 needs_trtllm_models:
-  description: Whether the TensorRT-LLM python models must be present on the host.
+  description: Whether the TensorRT-LLM python models must be present on the host (for any instance).
   returned: success
   type: bool
   sample: false
@@ -209,6 +257,12 @@ def main():
             triton_release=dict(type="str", default="25.12"),
             release_facts=dict(type="dict", default={}),
             vllm_contracts_dir=dict(type="path", required=True),
+            instances=dict(type="list", elements="dict", default=[], options=dict(
+                name=dict(type="str", required=True),
+                gpus=dict(type="list", elements="int", required=True),
+                models=dict(type="list", elements="str", required=True),
+            )),
+            main_instance=dict(type="str", default="main"),
         ),
         supports_check_mode=True,
     )
@@ -219,7 +273,7 @@ def main():
     params = module.params
     settings = dict((key, params[key]) for key in (
         "models_dir", "server_models_dir", "engines_dir", "server_engines_dir", "gpu_memory_budget",
-        "vllm_report_custom_metrics"))
+        "vllm_report_custom_metrics", "instances", "main_instance"))
     try:
         settings["release"] = params["release_facts"] or None
         if any(isinstance(model, dict) and model.get("backend") == "vllm" for model in params["models"]):

@@ -17,6 +17,9 @@ GOOD = {
 }
 
 
+INSTANCES = {"model_repository_instances": [{"name": "tp23", "gpus": [2, 3], "models": ["big"]}]}
+
+
 def _run(tmp_path, overrides):
     # gathered facts (the host's addresses) come from this Python, not a pyenv shim interpreter discovery may pick
     variables = dict(GOOD, ansible_python_interpreter=sys.executable, **overrides)
@@ -55,6 +58,12 @@ def _run(tmp_path, overrides):
          'triton_server_metrics_config must be a list of key=value options of tritonserver --metrics-config, got ["summary latencies"]'),
         ({"triton_server_watchdog_timeout_sec": 90}, "triton_server_watchdog_interval_sec 60 (>= 10) must be longer than"),
         ({"triton_server_watchdog_max_restarts_per_hour": "two"}, "triton_server_watchdog_max_restarts_per_hour"),
+        # Other server instances of the host (model_repository_instances): their ports follow the main one's.
+        (dict(INSTANCES, triton_server_grpc_port=8010),
+         "model_repository_instances on localhost: every port must be distinct and at most 65535, got main http 8000, "
+         "main grpc 8010, main metrics 8002, tp23 http 8010"),
+        (dict(INSTANCES, triton_server_metrics_port=65530), "tp23 metrics 65540"),
+        (dict(INSTANCES, triton_server_gpus=[0, 2]), "triton_server_gpus [0, 2] must not hold the GPUs of another instance"),
     ],
 )
 def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):

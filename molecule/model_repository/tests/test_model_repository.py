@@ -50,6 +50,17 @@ def test_trtllm_ensemble_with_python_models_from_the_image(host):
     assert host.file(f"{copied}/inflight_batcher_llm/preprocessing/1/model.py").is_file
 
 
+def test_llmapi_model_keeps_our_model_yaml_over_the_copied_folder(host):
+    config = host.file(f"{ROOT}/current/qwen_api/config.pbtxt").content_string
+    assert 'backend: "python"' in config
+    code = host.file(f"{ROOT}/current/qwen_api/1/model.py")
+    assert "all_models/llmapi/tensorrt_llm/1/model.py" in code.content_string
+    args = json.loads(host.file(f"{ROOT}/current/qwen_api/1/model.yaml").content_string.split("\n", 1)[1])
+    assert args["model"] == "/opt/models/qwen_api" and args["triton_config"]["decoupled"] is True
+    # both TensorRT-LLM models on GPU 1 share what is left of it
+    assert 0 < args["kv_cache_config"]["free_gpu_memory_fraction"] < 0.9
+
+
 def test_nothing_from_the_failed_converge(host):
     assert not host.file(f"{ROOT}/current/broken").exists
     assert len(host.file(f"{ROOT}/generations").listdir()) == 2

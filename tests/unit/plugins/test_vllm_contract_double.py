@@ -135,6 +135,19 @@ def test_kind_model_starts_on_the_first_gpus_the_server_sees(backend, tmp_path):
     assert model.placement["devices"] == ["0", "1"]
 
 
+def test_a_server_given_host_gpus_2_and_3_runs_the_engine_there(backend, tmp_path, monkeypatch):
+    """docker --gpus device=2,3 sets NVIDIA_VISIBLE_DEVICES=2,3: the container's cuda:0 and cuda:1
+    are host GPUs 2 and 3; a pinned instance on the container's GPU 1 is host GPU 3."""
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "2,3")
+    model = load(backend, triton_args(tmp_path, {"model": "o/m", "tensor_parallel_size": 2}, kind="MODEL"))
+    assert model.placement["devices"] == ["0", "1"] and model.placement["host_gpus"] == ["2", "3"]
+    model = load(backend, triton_args(tmp_path, {"model": "o/m"}, kind="GPU", device_id=1))
+    assert model.placement["host_gpus"] == ["3"]
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", "all")
+    model = load(backend, triton_args(tmp_path, {"model": "o/m"}, kind="GPU", device_id=1))
+    assert model.placement["host_gpus"] is None and model.placement["devices"] == ["1"]
+
+
 def test_the_role_renders_what_the_double_places_where_the_plan_says(backend, tmp_path):
     """A model assigned to GPU 1: the rendered config pins GPU 1, and the double, given the
     device Triton derives from that config, starts the engine on GPU 1 (not on GPU 0)."""

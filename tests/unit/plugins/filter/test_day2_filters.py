@@ -71,6 +71,22 @@ def test_a_failed_generation_is_shown_as_the_reason():
     assert triton_fleet_status_table([_status("d-host", [model], [generated])])[-1].startswith("0 of 1")
 
 
+def test_the_gpus_a_model_runs_on_stand_next_to_the_plan_and_a_mismatch_is_flagged():
+    models = [_model("chat"), _model("big"), _model("free")]
+    placement = {"chat": {"planned": [1], "actual": [0]}, "big": {"planned": [2, 3], "actual": [2, 3]},
+                 "free": {"planned": None, "actual": [0]}}
+    table = triton_fleet_status_table([_status("e-host", models, [], placement=placement)])
+    chat, big, free = [line for line in table if line.startswith("e-host")]
+    assert "1 / 0" in chat and "GPU MISMATCH: planned 1, runs on 0" in chat
+    assert "2,3 / 2,3" in big and "MISMATCH" not in big
+    assert "any / 0" in free and "MISMATCH" not in free
+    assert table[-1].startswith("0 of 1")
+    # a driver that could not say: the plan, and a question mark
+    unknown = {"chat": {"planned": [1], "actual": None}}
+    line = triton_fleet_status_table([_status("f-host", [_model("chat")], [], placement=unknown)])[2]
+    assert "1 / ?" in line and "MISMATCH" not in line
+
+
 def test_the_table_refuses_what_is_not_a_status_list():
     with pytest.raises(AnsibleFilterError):
         triton_fleet_status_table({"host": "x"})

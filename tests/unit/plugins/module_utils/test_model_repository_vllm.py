@@ -87,7 +87,7 @@ def test_multi_gpu_model_on_a_subset_is_refused(model):
     assert error.variable == "model_repository_models[0].gpus"
     message = str(error)
     assert "first 2 GPUs the container sees ([0, 1])" in message
-    assert "server instance that sees only those GPUs" in message
+    assert "server instance of its own that sees only those GPUs (model_repository_instances" in message
 
 
 def test_multi_gpu_model_must_use_all_its_gpus():
