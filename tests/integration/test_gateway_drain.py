@@ -151,3 +151,11 @@ def test_the_drain_wait_is_bounded_and_says_what_was_left_in_flight(tmp_path, ga
     out = run(tmp_path, admin, "drain", "gpu-a", drain_timeout=3)
     assert time.monotonic() - started < 15
     assert "gpu-a: 1 request(s) still in flight on gateway gw-1 after gateway_drain_timeout (3 s); going ahead." in out
+
+
+def test_a_gateway_not_deployed_yet_is_left_alone(tmp_path):
+    # site.yml's serving play runs before playbooks/gateway.yml: no HAProxy, nothing to drain
+    missing = tmp_path / "no-haproxy-here.sock"
+    for entry_point in ("drain", "undrain"):
+        out = run(tmp_path, missing, entry_point, "gpu-a")
+        assert "changed=0" in out and "failed=0" in out
