@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -166,6 +167,76 @@ def test_a_killed_server_leaves_the_gateway_and_no_request_fails():
     while _gateway_servers()[("triton_http", "fleet-vllm-1")][0] != "UP":
         assert time.monotonic() < deadline, _gateway_servers()
         time.sleep(2)
+
+
+def _gateway_state():
+    """What a refused run must leave as it was: HAProxy's master PID and its files."""
+    return subprocess.run(["docker", "exec", "fleet-gateway", "sh", "-c",
+                           "systemctl show -p MainPID haproxy; md5sum /etc/haproxy/haproxy.cfg /etc/haproxy/gateway-api-keys.lst"
+                           " /etc/haproxy/certs/gateway.pem"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"gateway_servers_group": "triton_nowhere"}, "gateway_servers_group ('triton_nowhere') has no hosts"),
+    ({"gateway_tls_certificate": "/nonexistent/cert.pem"}, "gateway_tls_certificate ('/nonexistent/cert.pem')"),
+    ({"gateway_tls_key": "OTHER_KEY"}, "is not the private key of gateway_tls_certificate"),
+    ({"gateway_http_port": 18620}, "gateway_http_port (18620) already taken by another process"),
+    ({"gateway_api_keys": ["fleet-test-key-0123456789abcdef0123456789abcdef", "short-key"]},
+     "the key(s) at position(s) 1 (counting from 0) are not"),
+    ({"triton_server_http_port": 70000}, "triton_server_http_port 70000"),
+])
+def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp_path):
+    if bad.get("gateway_tls_key") == "OTHER_KEY":
+        other = tmp_path / "other-key.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
+        bad = {"gateway_tls_key": str(other)}
+    before = _gateway_state()
+    run = _playbook("gateway", "-e", json.dumps(bad))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert named in " ".join(output.split()), output[-3000:]
+    assert "short-key" not in output  # a key is never printed
+    assert _gateway_state() == before
+
+
+def test_a_rolling_restart_of_every_host_fails_no_request_through_the_gateway():
+    """Zero downtime: a client loop streams generations (KServe generate_stream, SSE) through the
+    gateway while serve.yml restarts every host, one at a time (a changed unit: a restart, the
+    harder case than a model reload): each host is drained on the gateway before its restart and
+    put back after its gate. The fleet keeps the new setting (only undeploy tests follow)."""
+    stop = threading.Event()
+    sent, failures, finished = [0], [], []
+
+    def client():
+        while not stop.is_set():
+            sent[0] += 1
+            try:
+                with requests.post(f"{GATEWAY_HTTP}/v2/models/tiny_llm/generate_stream", json=GENERATE,
+                                   headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, verify=GATEWAY_CA,
+                                   stream=True, timeout=120) as answer:
+                    events = [line for line in answer.iter_lines() if line.startswith(b"data:")]
+                    if answer.status_code != 200 or not events or b'"error"' in events[-1]:
+                        failures.append((answer.status_code, events[-1:] or answer.text[:200]))
+                    else:
+                        finished.append(time.monotonic())
+            except requests.RequestException as error:
+                failures.append(repr(error))
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    rollout = _playbook("serve", "--tags", "triton_server", "-e", '{"triton_server_exit_timeout": 31}')
+    stop.set()
+    thread.join(timeout=150)
+    stamps = [started] + finished
+    gap = max(later - earlier for earlier, later in zip(stamps, stamps[1:]))
+    print(f"rolling restart of {len(HOSTS)} hosts through the gateway: {sent[0]} streamed requests sent, "
+          f"{len(failures)} failed, longest gap between two answers {gap:.2f} s, {time.monotonic() - started:.0f} s")
+    assert rollout.returncode == 0, rollout.stdout[-3000:]
+    assert rollout.stdout.count("TASK [onprem.triton.gateway : Stop sending new requests to this host]") == len(HOSTS), rollout.stdout[-3000:]
+    assert failures == [], failures[:5]
+    assert len(finished) > 0
+    assert all(state == ("UP", "L7OK") for state in _gateway_servers().values()), _gateway_servers()
 
 
 def _served_state(name):
