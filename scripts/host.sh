@@ -22,6 +22,8 @@ host_prerequisites() {
   # promtool and amtool (check and unit-test the monitoring role's rules and routes, tests/unit/roles).
   command -v promtool >/dev/null || missing+=(prometheus)
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+  # haproxy (the gateway role's configuration through haproxy -c, tests/unit/roles).
+  command -v haproxy >/dev/null || missing+=(haproxy)
   # perf_analyzer (the benchmark playbook's integration test) links libb64.
   [[ -e /usr/lib/x86_64-linux-gnu/libb64.so.0d ]] || missing+=(libb64-0d)
   if ((${#missing[@]})); then

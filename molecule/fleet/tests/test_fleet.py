@@ -3,10 +3,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
 import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 HUB = "http://127.0.0.1:18610"
 REPORTS = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "reports")
@@ -102,6 +106,164 @@ def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
         assert tasks and all(task.startswith("onprem.triton.model_repository : ") for task in tasks), (name, tasks)
     # ... and changes nothing: same generation, weights, unit and server process on every host.
     assert before == {name: _served_state(name) for name in HOSTS}
+
+
+# --- the gateway (fleet-gateway: HAProxy, TLS, an API key, HTTP and gRPC) ----------------
+GATEWAY_HTTP = "https://127.0.0.1:18690"
+GATEWAY_GRPC = "127.0.0.1:18691"
+GATEWAY_KEY = "fleet-test-key-0123456789abcdef0123456789abcdef"
+GATEWAY_CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "gateway-cert.pem")
+# Both backends' generate endpoint takes this: max_tokens is an input of the TensorRT-LLM
+# ensemble and a request parameter (ignored) for vLLM, which then generates its default 16.
+GENERATE = {"text_input": "Reply with one short sentence about the sea.", "max_tokens": 4}
+
+
+def _gateway_generate(key=GATEWAY_KEY):
+    headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+    return requests.post(f"{GATEWAY_HTTP}/v2/models/tiny_llm/generate", json=GENERATE, headers=headers,
+                         verify=GATEWAY_CA, timeout=60)
+
+
+def _gateway_stat_rows():
+    """The gateway's own view, {(backend, server): show stat fields}, from its admin socket."""
+    stat = subprocess.run(["docker", "exec", "fleet-gateway", "sh", "-c",
+                           'echo "show stat" | socat stdio UNIX-CONNECT:/run/haproxy/admin.sock'],
+                          capture_output=True, text=True, check=True).stdout
+    rows = [line.split(",") for line in stat.splitlines() if line and not line.startswith("#")]
+    return {(f[0], f[1]): f for f in rows if f[1] not in ("FRONTEND", "BACKEND")}
+
+
+def _gateway_servers():
+    """{(backend, server): (status, last check)}: show stat fields 17 and 36."""
+    return {key: (f[17], f[36]) for key, f in _gateway_stat_rows().items()}
+
+
+def test_the_gateway_answers_over_tls_with_the_key_on_http_and_grpc():
+    answer = _gateway_generate()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text_output"]
+    client = grpcclient.InferenceServerClient(GATEWAY_GRPC, ssl=True, root_certificates=GATEWAY_CA)
+    assert client.is_model_ready("tiny_llm", headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+
+
+def test_a_missing_or_wrong_key_is_refused_at_the_gateway():
+    for key in (None, "fleet-test-key-0123456789abcdef0123456789abcdeX"):
+        answer = _gateway_generate(key)
+        assert answer.status_code == 401, answer.text
+        assert "API key" in answer.json()["error"]
+    client = grpcclient.InferenceServerClient(GATEWAY_GRPC, ssl=True, root_certificates=GATEWAY_CA)
+    with pytest.raises(InferenceServerException, match="401|Unauthenticated|UNAUTHENTICATED"):
+        client.is_model_ready("tiny_llm", headers={"authorization": "Bearer wrong"})
+
+
+def test_status_shows_the_gateway_view_of_every_host():
+    with open(os.path.join(REPORTS, "gateway.txt"), encoding="utf-8") as handle:
+        table = handle.read()
+    for backend, port_of in (("triton_http", HOSTS), ("triton_grpc", {name: port + 1 for name, port in HOSTS.items()})):
+        for name, port in port_of.items():
+            assert f"fleet-gateway | {backend} | {name} | 127.0.0.1:{port} | UP | L7OK | " in table, table
+
+
+def test_drift_lists_gateway_backends_the_inventory_does_not_ask_for():
+    # Asked to front only the vLLM hosts, the running gateway (all 4) drifts by the TensorRT-LLM ones.
+    run = _playbook("drift", "--limit", "fleet-gateway,localhost", "-e", "gateway_servers_group=triton_vllm")
+    assert run.returncode == 0, run.stdout[-3000:]
+    with open(os.path.join(REPORTS, "drift.txt"), encoding="utf-8") as handle:
+        rows = sorted(line for line in handle.read().splitlines() if line.startswith("fleet-gateway | gateway | "))
+    assert rows == [f"fleet-gateway | gateway | {backend}/{name} | not a backend (not in triton_vllm) | 127.0.0.1:{port}"
+                    for backend, offset in (("triton_grpc", 1), ("triton_http", 0))
+                    for name, port in sorted(HOSTS.items()) if "trtllm" in name
+                    for port in [port + offset]], rows
+
+
+def test_a_killed_server_leaves_the_gateway_and_no_request_fails():
+    subprocess.run(["docker", "exec", "fleet-vllm-1", "docker", "kill", "triton-fleet-vllm-1"], check=True)
+    deadline = time.monotonic() + 30
+    while _gateway_servers()[("triton_http", "fleet-vllm-1")][0] != "DOWN":
+        assert time.monotonic() < deadline, _gateway_servers()
+        time.sleep(0.5)
+    served_before = _gateway_stat_rows()[("triton_http", "fleet-vllm-1")][7]
+    answers = []
+    while len(answers) < 20:
+        answers.append(_gateway_generate().status_code)
+    assert answers == [200] * 20, answers
+    # all of them went to the 3 others (stot, field 7: sessions the server has taken)
+    assert _gateway_stat_rows()[("triton_http", "fleet-vllm-1")][7] == served_before
+    # systemd restarts it (Restart=always); the gateway puts it back once the model is ready again
+    deadline = time.monotonic() + 300
+    while _gateway_servers()[("triton_http", "fleet-vllm-1")][0] != "UP":
+        assert time.monotonic() < deadline, _gateway_servers()
+        time.sleep(2)
+
+
+def _gateway_state():
+    """What a refused run must leave as it was: HAProxy's master PID and its files."""
+    return subprocess.run(["docker", "exec", "fleet-gateway", "sh", "-c",
+                           "systemctl show -p MainPID haproxy; md5sum /etc/haproxy/haproxy.cfg /etc/haproxy/gateway-api-keys.lst"
+                           " /etc/haproxy/certs/gateway.pem"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"gateway_servers_group": "triton_nowhere"}, "gateway_servers_group ('triton_nowhere') has no hosts"),
+    ({"gateway_tls_certificate": "/nonexistent/cert.pem"}, "gateway_tls_certificate ('/nonexistent/cert.pem')"),
+    ({"gateway_tls_key": "OTHER_KEY"}, "is not the private key of gateway_tls_certificate"),
+    ({"gateway_http_port": 18620}, "gateway_http_port (18620) already taken by another process"),
+    ({"gateway_api_keys": ["fleet-test-key-0123456789abcdef0123456789abcdef", "short-key"]},
+     "the key(s) at position(s) 1 (counting from 0) are not"),
+    ({"triton_server_http_port": 70000}, "triton_server_http_port 70000"),
+])
+def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp_path):
+    if bad.get("gateway_tls_key") == "OTHER_KEY":
+        other = tmp_path / "other-key.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
+        bad = {"gateway_tls_key": str(other)}
+    before = _gateway_state()
+    run = _playbook("gateway", "-e", json.dumps(bad))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert named in " ".join(output.split()), output[-3000:]
+    assert "short-key" not in output  # a key is never printed
+    assert _gateway_state() == before
+
+
+def test_a_rolling_restart_of_every_host_fails_no_request_through_the_gateway():
+    """Zero downtime: a client loop streams generations (KServe generate_stream, SSE) through the
+    gateway while serve.yml restarts every host, one at a time (a changed unit: a restart, the
+    harder case than a model reload): each host is drained on the gateway before its restart and
+    put back after its gate. The fleet keeps the new setting (only undeploy tests follow)."""
+    stop = threading.Event()
+    sent, failures, finished = [0], [], []
+
+    def client():
+        while not stop.is_set():
+            sent[0] += 1
+            try:
+                with requests.post(f"{GATEWAY_HTTP}/v2/models/tiny_llm/generate_stream", json=GENERATE,
+                                   headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, verify=GATEWAY_CA,
+                                   stream=True, timeout=120) as answer:
+                    events = [line for line in answer.iter_lines() if line.startswith(b"data:")]
+                    if answer.status_code != 200 or not events or b'"error"' in events[-1]:
+                        failures.append((answer.status_code, events[-1:] or answer.text[:200]))
+                    else:
+                        finished.append(time.monotonic())
+            except requests.RequestException as error:
+                failures.append(repr(error))
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    rollout = _playbook("serve", "--tags", "triton_server", "-e", '{"triton_server_exit_timeout": 31}')
+    stop.set()
+    thread.join(timeout=150)
+    stamps = [started] + finished
+    gap = max(later - earlier for earlier, later in zip(stamps, stamps[1:]))
+    print(f"rolling restart of {len(HOSTS)} hosts through the gateway: {sent[0]} streamed requests sent, "
+          f"{len(failures)} failed, longest gap between two answers {gap:.2f} s, {time.monotonic() - started:.0f} s")
+    assert rollout.returncode == 0, rollout.stdout[-3000:]
+    assert rollout.stdout.count("TASK [onprem.triton.gateway : Stop sending new requests to this host]") == len(HOSTS), rollout.stdout[-3000:]
+    assert failures == [], failures[:5]
+    assert len(finished) > 0
+    assert all(state == ("UP", "L7OK") for state in _gateway_servers().values()), _gateway_servers()
 
 
 def _served_state(name):

@@ -9,33 +9,22 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from role_render import checker
+from role_render import render as render_role
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-PROMTOOL = shutil.which("promtool")
-
-pytestmark = pytest.mark.skipif(
-    PROMTOOL is None and os.environ.get("CI") != "true",
-    reason="promtool missing: apt-get install prometheus (the test command installs it)")
+PROMTOOL, pytestmark = checker("promtool", "prometheus")
 
 
 def render(tmp_path, name="rules.yml", template="triton.rules.yml.j2", **extra_vars):
     """Renders a template of the monitoring role with Ansible (monitoring/render.yml), for the
     monitoring host of monitoring/inventory.yml."""
-    out = tmp_path / name
-    args = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(HERE / "monitoring" / "inventory.yml"),
-            str(HERE / "monitoring" / "render.yml"), "-e", f"out={out}", "-e", f"template={template}"]
-    for key, value in extra_vars.items():
-        args += ["-e", yaml.safe_dump({key: value}, default_flow_style=True).strip()]
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections"))
-    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out
+    return render_role("monitoring", tmp_path / name, template=template, **extra_vars)
 
 
 def promtool(*args, cwd=None):
