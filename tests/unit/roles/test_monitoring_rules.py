@@ -6,7 +6,6 @@ config` with the targets built from an inventory. promtool comes from Debian's `
 package, which scripts/host.sh installs for the test command."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
