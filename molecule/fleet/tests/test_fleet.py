@@ -226,11 +226,17 @@ def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp
     assert _gateway_state() == before
 
 
-def test_a_rolling_restart_of_every_host_fails_no_request_through_the_gateway():
+# One host of each backend: the drain, restart, gate and undrain of a host do not depend on how
+# many follow it, and each restarted host costs the scenario about 90 s.
+ROLLED = ["fleet-vllm-1", "fleet-trtllm-1"]
+
+
+def test_a_rolling_restart_fails_no_request_through_the_gateway():
     """Zero downtime: a client loop streams generations (KServe generate_stream, SSE) through the
-    gateway while serve.yml restarts every host, one at a time (a changed unit: a restart, the
-    harder case than a model reload): each host is drained on the gateway before its restart and
-    put back after its gate. The fleet keeps the new setting (only undeploy tests follow)."""
+    gateway while serve.yml restarts hosts one at a time (a changed unit: a restart, the harder case
+    than a model reload): each host is drained on the gateway before its restart and put back after
+    its gate, while the gateway keeps serving from the others. The rolled hosts keep the new
+    setting (only undeploy tests follow)."""
     stop = threading.Event()
     sent, failures, finished = [0], [], []
 
@@ -252,15 +258,16 @@ def test_a_rolling_restart_of_every_host_fails_no_request_through_the_gateway():
     thread = threading.Thread(target=client, daemon=True)
     thread.start()
     started = time.monotonic()
-    rollout = _playbook("serve", "--tags", "triton_server", "-e", '{"triton_server_exit_timeout": 31}')
+    rollout = _playbook("serve", "--tags", "triton_server", "--limit", ",".join(ROLLED),
+                        "-e", '{"triton_server_exit_timeout": 31}')
     stop.set()
     thread.join(timeout=150)
     stamps = [started] + finished
     gap = max(later - earlier for earlier, later in zip(stamps, stamps[1:]))
-    print(f"rolling restart of {len(HOSTS)} hosts through the gateway: {sent[0]} streamed requests sent, "
+    print(f"rolling restart of {len(ROLLED)} of {len(HOSTS)} hosts through the gateway: {sent[0]} streamed requests sent, "
           f"{len(failures)} failed, longest gap between two answers {gap:.2f} s, {time.monotonic() - started:.0f} s")
     assert rollout.returncode == 0, rollout.stdout[-3000:]
-    assert rollout.stdout.count("TASK [onprem.triton.gateway : Stop sending new requests to this host]") == len(HOSTS), rollout.stdout[-3000:]
+    assert rollout.stdout.count("TASK [onprem.triton.gateway : Stop sending new requests to this host]") == len(ROLLED), rollout.stdout[-3000:]
     assert failures == [], failures[:5]
     assert len(finished) > 0
     assert all(state == ("UP", "L7OK") for state in _gateway_servers().values()), _gateway_servers()
