@@ -29,3 +29,9 @@ def failure_messages(result):
     if result.get("censored"):
         return ["a check of secret values failed (its output is hidden): " + one_line(result["censored"])]
     return ["failed without a message"]
+
+
+def check_failures(results):
+    """The message of each failed check among registered results, in the order given."""
+    return [message for result in results or [] if isinstance(result, dict) and result.get("failed")
+            for message in failure_messages(result)]
