@@ -34,13 +34,9 @@ options:
     type: path
 requirements:
   - nvidia-ml-py (optional; without it C(nvidia-smi) is used)
+extends_documentation_fragment:
+  - onprem.triton.read_only
 attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
   facts:
     support: full
     description: Sets the host fact C(nvidia_gpu_info).

@@ -35,14 +35,8 @@ author:
 requirements:
   - For O(protocol=grpc) only, on the host that runs the module, C(tritonclient[grpc]) (2.40 or later) and
     C(numpy). O(protocol=http) needs only the Python standard library.
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details: The module only reads from the server and sends generation requests, in check mode as well.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+extends_documentation_fragment:
+  - onprem.triton.read_only
 options:
   url:
     description:

@@ -36,13 +36,8 @@ options:
     description: Where the process table is mounted (for tests).
     type: path
     default: /proc
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - onprem.triton.read_only
 author:
   - onprem.triton contributors (@onprem-triton)
 """

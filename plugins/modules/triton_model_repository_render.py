@@ -122,13 +122,8 @@ options:
         C(max_lora_rank) values it does not list are refused before anything is written.
     type: path
     required: true
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it runs the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes on any host, so there is no diff.
+extends_documentation_fragment:
+  - onprem.triton.read_only
 """
 
 EXAMPLES = r"""
