@@ -19,6 +19,7 @@ import datetime
 import errno
 import fcntl
 import fnmatch
+import glob
 import hashlib
 import json
 import os
@@ -258,6 +259,31 @@ class _Progress(threading.Thread):
 
 # --- the sync -----------------------------------------------------------------
 
+# A repository file that names a copy: text small enough to be a config, not weights.
+REFERENCE_FILE_MAX_BYTES = 1 << 20
+
+
+def referenced_copies(roots, copies):
+    """Those of ``copies`` (.versions entry names) that a file under ``roots`` (glob patterns)
+    names as ``.versions/<copy>`` (host or server paths alike); links are not followed."""
+    wanted = {copy: (VERSIONS_DIR + "/" + copy) for copy in copies}
+    found = set()
+    if not wanted:
+        return found
+    for root in sorted({path for pattern in roots for path in glob.glob(pattern)}):
+        for base, _dirs, names in os.walk(root):
+            for name in names:
+                path = os.path.join(base, name)
+                if os.path.islink(path) or os.path.getsize(path) > REFERENCE_FILE_MAX_BYTES:
+                    continue
+                with open(path, "rb") as handle:
+                    text = handle.read().decode("utf-8", "replace")
+                found.update(copy for copy, needle in wanted.items() if copy not in found and needle in text)
+                if len(found) == len(wanted):
+                    return found
+    return found
+
+
 class ModelSync(object):
     """One model into models_dir. ``params`` are the module's parameters."""
 
@@ -271,6 +297,8 @@ class ModelSync(object):
         self.staging_root = os.path.join(self.models_dir, STAGING_DIR)
         self.api_factory = api_factory or (lambda endpoint, token: HfApi(endpoint=endpoint, token=token))
         self.downloader = downloader or hf_hub_download
+        # Older copies that pruning by age would remove but a kept generation still reads.
+        self.kept_referenced = []
 
     # results and state ------------------------------------------------------
     def validate(self):
@@ -311,6 +339,8 @@ class ModelSync(object):
         return quick_check(os.path.realpath(self.link), current)
 
     def result(self, manifest, changed, bytes_downloaded=0, msg=""):
+        if self.kept_referenced:
+            msg += "; kept %s (a kept repository generation serves from it)" % ", ".join(sorted(self.kept_referenced))
         return {
             "changed": changed,
             "name": self.name,
@@ -534,13 +564,21 @@ class ModelSync(object):
         self.prune(target)
 
     def prune(self, keep_target):
-        """Keep the new copy and keep_versions older ones (a rollback, a reader still open)."""
+        """Keep the new copy, keep_versions older ones (a reader still open) and every copy that
+        a file under keep_referenced_in names: a kept repository generation (the last good one
+        among them) serves from it, and a rollback to that generation needs it back."""
         prefix = self.name + "@"
         old = [os.path.join(self.versions, d) for d in os.listdir(self.versions)
                if d.startswith(prefix) and os.path.join(self.versions, d) != keep_target]
         old.sort(key=os.path.getmtime, reverse=True)
-        for path in old[self.p.get("keep_versions", 1):]:
-            self.remove(path)
+        beyond = old[self.p.get("keep_versions", 1):]
+        referenced = referenced_copies(self.p.get("keep_referenced_in") or [],
+                                       [os.path.basename(path) for path in beyond])
+        for path in beyond:
+            if os.path.basename(path) in referenced:
+                self.kept_referenced.append(os.path.basename(path))
+            else:
+                self.remove(path)
         progress = os.path.join(self.staging_root, self.name + ".progress.json")
         if os.path.exists(progress):
             os.unlink(progress)

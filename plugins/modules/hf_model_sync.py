@@ -100,6 +100,14 @@ options:
     description: How many older copies of the model to keep under C(.versions) for a rollback.
     type: int
     default: 1
+  keep_referenced_in:
+    description:
+      - Folders (glob patterns) whose files name the copies they serve from, e.g. the model repositories'
+        generations. An older copy that a file there names as C(.versions/<name>@<version>) is never pruned,
+        whatever O(keep_versions) says, so that a rollback to a kept generation finds its weights.
+    type: list
+    elements: str
+    default: []
 notes:
   - Long downloads are meant to run with C(async) and a poll on C(<models_dir>/.staging/<name>.progress.json);
     the role M(onprem.triton.hf_model) does that.
@@ -230,6 +238,7 @@ ARGUMENT_SPEC = dict(
     total_bytes=dict(type="int", default=0),
     min_free_bytes=dict(type="int", default=1073741824),
     keep_versions=dict(type="int", default=1),
+    keep_referenced_in=dict(type="list", elements="str", default=[]),
 )
 
 

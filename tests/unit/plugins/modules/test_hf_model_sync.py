@@ -85,7 +85,7 @@ def params(models_dir, **extra):
             "revision": "main", "allow_patterns": None, "ignore_patterns": ["original/*"], "token": "hf_secret",
             "endpoint": None, "offline": False, "commit_sha": None, "version": None, "total_bytes": 0,
             "min_free_bytes": 0,
-            "keep_versions": 1}
+            "keep_versions": 1, "keep_referenced_in": []}
     base.update(extra)
     return base
 
@@ -186,6 +186,33 @@ def test_new_revision_switches_and_keeps_one_previous(hub, tmp_path):
     hub.add("main", "c" * 40, FILES_A)
     sync(hub, tmp_path)
     assert [d[5:45] for d in sorted(os.listdir(str(tmp_path / ".versions")))] == [COMMIT_B, "c" * 40]
+
+
+def _versions(models_dir):
+    return [d[5:45] for d in sorted(os.listdir(str(models_dir / ".versions")))]
+
+
+def test_a_copy_a_kept_repository_generation_serves_is_never_pruned(hub, tmp_path):
+    """The pruning hole: A served and last-good, B synced but its gate failed (rolled back to
+    A's generation), C synced for the next attempt. Pruning by age kept B and removed A, the
+    weights the running server and its rollback target read."""
+    # the generation is one of another server instance's repository (<root>-<instance>)
+    models, repository = tmp_path / "models", tmp_path / "repository-gpu23"
+    models.mkdir()
+    sync(hub, models)
+    generation = repository / "generations" / "0001" / "tiny_llm" / "1"
+    generation.mkdir(parents=True)
+    (generation / "model.json").write_text('{"model": "%s"}' % os.path.realpath(str(models / "tiny")))
+    sync(hub, models, revision="next", keep_referenced_in=[str(tmp_path / "repository") + "*"])
+    hub.add("main", "c" * 40, FILES_A)
+    result = sync(hub, models, keep_referenced_in=[str(tmp_path / "repository") + "*"])
+    assert _versions(models) == [COMMIT_A, COMMIT_B, "c" * 40]
+    assert "kept " in result["msg"] and COMMIT_A in result["msg"], result["msg"]
+    # once no generation reads it, the age rule applies again
+    (generation / "model.json").write_text("{}")
+    hub.add("main", "d" * 40, FILES_A)
+    sync(hub, models, keep_referenced_in=[str(tmp_path / "repository") + "*"])
+    assert _versions(models) == ["c" * 40, "d" * 40]
 
 
 def test_corrupt_download_keeps_the_served_copy(hub, tmp_path):
