@@ -19,7 +19,10 @@ description:
     as C(<root>/previous) for a rollback.
   - Nothing is written when C(current) already holds the same content, so the module is idempotent and
     reports which models changed, for the server role to reload only those.
-  - With I(state=rollback) it swaps C(current) and C(previous).
+  - With I(state=rollback) it points C(current) back at O(generation) (default the C(previous) one) and
+    C(previous) at the generation it leaves, so the two links and the result (the facts the role
+    publishes) stay consistent. This is the collection's one rollback of a repository: triton_server's
+    rollback to the last configuration that passed the gate comes here too.
   - Validation happens before this module runs (module M(onprem.triton.triton_model_repository_render) on
     the controller); this module only installs and switches.
 author:
@@ -30,10 +33,16 @@ options:
     type: path
     required: true
   state:
-    description: C(present) installs the content; C(rollback) switches C(current) back to C(previous).
+    description: C(present) installs the content; C(rollback) switches C(current) back to O(generation).
     type: str
     choices: [present, rollback]
     default: present
+  generation:
+    description:
+      - With O(state=rollback), the generation to go back to - its id, C(generations/<id>) (what the links and
+        C(current_target) hold) or its absolute path under O(root). Default - the one C(previous) points at.
+      - It must be a generation of this repository that is still on disk.
+    type: str
   files:
     description:
       - Files to write, relative path inside the repository to text content.
@@ -306,16 +315,27 @@ class ModelRepository:
 
     def rollback(self):
         current_target = self._target(self.current)
-        previous_target = self._target(self.previous)
-        if not previous_target or not os.path.isdir(previous_target):
-            self.module.fail_json(msg="no previous generation to roll back to under %s" % self.root)
+        wanted = self.module.params["generation"]
+        if wanted:
+            # an id alone, or a path relative to root (generations/<id>) or absolute
+            target = os.path.normpath(os.path.join(self.root if "/" in wanted else self.generations, wanted))
+            if os.path.dirname(target) != os.path.normpath(self.generations) or not os.path.isdir(target):
+                self.module.fail_json(msg="generation %s is not a generation of %s on disk (under %s)"
+                                      % (wanted, self.root, self.generations))
+        else:
+            target = self._target(self.previous)
+            if not target or not os.path.isdir(target):
+                self.module.fail_json(msg="no previous generation to roll back to under %s" % self.root)
         before = read_tree(current_target) if current_target else {}
-        after = read_tree(previous_target)
+        after = read_tree(target)
+        if current_target == target:
+            return self.result(False, before, after, os.path.basename(target), target, self._target(self.previous))
+        left = current_target if current_target and os.path.isdir(current_target) else self._target(self.previous)
         if not self.module.check_mode:
-            self._link(self.current, previous_target)
-            if current_target and os.path.isdir(current_target):
-                self._link(self.previous, current_target)
-        return self.result(True, before, after, os.path.basename(previous_target), previous_target, current_target)
+            self._link(self.current, target)
+            if left:
+                self._link(self.previous, left)
+        return self.result(True, before, after, os.path.basename(target), target, left)
 
 
 def main():
@@ -327,6 +347,7 @@ def main():
             copies=dict(type="dict", default={}),
             model_dirs=dict(type="dict", default={}),
             keep=dict(type="int", default=3),
+            generation=dict(type="str"),
         ),
         supports_check_mode=True,
     )

@@ -108,6 +108,33 @@ def test_rollback_swaps_current_and_previous(tmp_path, result):
     assert (tmp_path / "current" / "gemma" / "1" / "model.json").read_text() == '{"model": "/m/gemma"}'
 
 
+@pytest.mark.parametrize("form", ["id", "relative", "absolute"])
+def test_rollback_to_a_named_generation_keeps_current_previous_and_result_consistent(tmp_path, result, form):
+    """triton_server's rollback to the last good generation: not previous, an older kept one."""
+    first = result(tmp_path, files=GEMMA)
+    second = result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": '{"n": 2}'}))
+    third = result(tmp_path, files=dict(GEMMA, **{"gemma/1/model.json": '{"n": 3}'}))
+    wanted = {"id": first["generation"], "relative": "generations/" + first["generation"],
+              "absolute": str(tmp_path / "generations" / first["generation"])}[form]
+    rolled = result(tmp_path, state="rollback", generation=wanted)
+    assert rolled["changed"] and rolled["changed_models"] == ["gemma"]
+    assert os.readlink(tmp_path / "current") == "generations/%s" % first["generation"]
+    assert os.readlink(tmp_path / "previous") == "generations/%s" % third["generation"]
+    assert rolled["current_target"] == str(tmp_path / "generations" / first["generation"])
+    assert rolled["previous_path"] == str(tmp_path / "generations" / third["generation"])
+    assert rolled["generation"] == first["generation"] != second["generation"]
+    again = result(tmp_path, state="rollback", generation=wanted)
+    assert not again["changed"]
+
+
+@pytest.mark.parametrize("wanted", ["0" * 16, "../elsewhere", "/tmp"])
+def test_rollback_to_a_generation_not_on_disk_is_refused_unchanged(tmp_path, result, wanted):
+    first = result(tmp_path, files=GEMMA)
+    out = result(tmp_path, state="rollback", generation=wanted)
+    assert out["failed"] and "is not a generation of" in out["msg"]
+    assert os.readlink(tmp_path / "current") == "generations/%s" % first["generation"]
+
+
 def test_rollback_without_previous_fails(tmp_path, result):
     result(tmp_path, files=GEMMA)
     out = result(tmp_path, state="rollback")
