@@ -297,7 +297,9 @@ def _playbook(name, *args):
     # Plain text to parse: molecule's verifier environment forces colour (ANSIBLE_FORCE_COLOR),
     # and one JSON line per result.
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
-    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=env)
+    # No terminal: a playbook that asks (undeploy) must answer from its variables, never wait.
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=900, env=env,
+                          stdin=subprocess.DEVNULL)
 
 
 def test_rotate_token_refuses_a_token_without_access_before_any_change():
@@ -383,8 +385,15 @@ def test_diagnose_collects_on_the_failing_host_only():
         assert not os.path.exists(os.path.join(REPORTS, "diagnose", name))
 
 
-def test_undeploy_removes_the_service_and_keeps_the_models_unless_asked():
+def test_undeploy_without_confirmation_removes_nothing():
+    before = _served_state("fleet-vllm-2")
     run = _playbook("undeploy", "--limit", "fleet-vllm-2")
+    assert run.returncode != 0 and "undeploy not confirmed, nothing removed" in run.stdout, run.stdout[-3000:]
+    assert _served_state("fleet-vllm-2") == before
+
+
+def test_undeploy_removes_the_service_and_keeps_the_models_unless_asked():
+    run = _playbook("undeploy", "--limit", "fleet-vllm-2", "-e", "undeploy_confirm=yes")
     assert run.returncode == 0, run.stdout[-3000:]
     assert "fleet-vllm-1" not in run.stdout
     unit = subprocess.run(["docker", "exec", "fleet-vllm-2", "systemctl", "cat", "triton-fleet-vllm-2.service"],
