@@ -19,7 +19,7 @@ ROLES = ["nvidia_driver", "container_engine", "nvidia_container_toolkit", "hf_mo
          "triton_server"]
 TAGS = sorted({t for role in ROLES for t in (role, role + "_install", role + "_configure")}
               | {"install", "configure", "driver", "container", "models", "serve"})
-GATE = "Wait until every model is ready and generates (onprem.triton.triton_check)"
+GATE = "Wait until every model is ready and generates"
 ROLLBACK = "Roll back to the last configuration that passed the gate"
 LINE = re.compile(r"^\s{6}(?:onprem\.triton\.(?P<role>\w+) : )?(?P<name>.+?)\tTAGS: \[")
 
