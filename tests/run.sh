@@ -87,6 +87,8 @@ images() {
 lint() {
   local rc=0
   ansible-lint --profile production || rc=$?
+  # changelogs/fragments/ (antsibull-changelog): each fragment valid before it is released.
+  antsibull-changelog lint || rc=$?
   # ansible-lint installs a copy of the collection into ~/.ansible/collections
   # to resolve its FQCNs; later stages must use the checkout itself.
   rm -rf ~/.ansible/collections/ansible_collections/onprem/triton
