@@ -140,3 +140,15 @@ def test_a_model_that_is_not_served_stops_that_host_with_the_reason(server, mode
     assert result.returncode != 0
     assert "Check each model is ready" in result.stdout and "absent" in result.stdout
     assert not list((tmp_path / "reports" / "run1").glob("*/absent"))
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"benchmark_concurrency": ["many"]}, "benchmark_concurrency"),
+    ({"benchmark_request_count": "lots"}, "benchmark_request_count"),
+])
+def test_a_bad_setting_is_refused_naming_it_before_any_load(model_dir, tmp_path, bad, named):
+    """The role's argument_specs: a value of the wrong type stops the host before GenAI-Perf runs."""
+    result = run_playbook(inventory(tmp_path, model_dir), "-e", json.dumps(bad), "--limit", "gpu-a,localhost")
+    assert result.returncode != 0
+    assert "Validating arguments against arg spec 'load'" in result.stdout and named in result.stdout, result.stdout[-3000:]
+    assert "Run GenAI-Perf at each concurrency" not in result.stdout
