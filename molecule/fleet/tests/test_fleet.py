@@ -388,7 +388,8 @@ def test_diagnose_collects_on_the_failing_host_only():
 def test_undeploy_without_confirmation_removes_nothing():
     before = _served_state("fleet-vllm-2")
     run = _playbook("undeploy", "--limit", "fleet-vllm-2")
-    assert run.returncode != 0 and "undeploy not confirmed, nothing removed" in run.stdout, run.stdout[-3000:]
+    output = run.stdout + run.stderr  # the failure's message is on stderr
+    assert run.returncode != 0 and "undeploy not confirmed, nothing removed" in output, output[-3000:]
     assert _served_state("fleet-vllm-2") == before
 
 
