@@ -21,7 +21,7 @@ description:
     reports which models changed, for the server role to reload only those.
   - With I(state=rollback) it points C(current) back at O(generation) (default the C(previous) one) and
     C(previous) at the generation it leaves, so the two links and the result (the facts the role
-    publishes) stay consistent. This is the collection's one rollback of a repository: triton_server's
+    publishes) stay consistent. This is the collection's one rollback of a repository; triton_server's
     rollback to the last configuration that passed the gate comes here too.
   - Validation happens before this module runs (module M(onprem.triton.triton_model_repository_render) on
     the controller); this module only installs and switches.
