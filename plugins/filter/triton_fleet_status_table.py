@@ -19,10 +19,13 @@ description:
     not say; a ready model on other GPUs is flagged C(GPU MISMATCH) in WHY and its host is not counted
     as serving), and the time to first token of a real generation.
   - A host with no model (unit down, server unreachable) gets one line saying why.
+  - A host with other server instances (C(model_repository_instances)) has one status per instance
+    (C(triton_server_statuses)); their lines name the host as C(<host>/<instance>), and the host counts as
+    serving when every instance does.
 positional: _input
 options:
   _input:
-    description: The status facts, one dict per host.
+    description: The status facts, one dict per server instance (C(main) false for the other instances).
     type: list
     elements: dict
     required: true
@@ -103,24 +106,29 @@ def triton_fleet_status_table(statuses):
     if not isinstance(statuses, list) or not all(isinstance(status, dict) for status in statuses):
         raise AnsibleFilterError("triton_fleet_status_table expects a list of triton_server_status dicts")
     lines = []
-    hosts_ready = 0
-    for status in sorted(statuses, key=lambda s: str(s.get("host"))):
-        host = (str(status.get("host")), str(status.get("unit_state") or "?"), _gpus(status),
+    # A host serves every model when each of its server instances does.
+    host_ready = {}
+    for status in sorted(statuses, key=lambda s: (str(s.get("host")), not s.get("main", True), str(s.get("instance")))):
+        name = str(status.get("host"))
+        if not status.get("main", True):
+            name += "/" + str(status.get("instance"))
+        host = (name, str(status.get("unit_state") or "?"), _gpus(status),
                 str(status.get("generation") or "-"), _weights(status))
         rows = _model_rows(status)
-        if rows and all(row[1] == "READY" and row[4] == "" for row in rows):
-            hosts_ready += 1
+        ready = bool(rows) and all(row[1] == "READY" and row[4] == "" for row in rows)
+        host_ready[str(status.get("host"))] = host_ready.get(str(status.get("host")), True) and ready
         if not rows:
             rows = [("-", "DOWN", "-", "-", str(status.get("server") or "server did not answer"))]
         for row in rows:
             lines.append(host + row)
+    hosts_ready = sum(1 for ready in host_ready.values() if ready)
     widths = [max([len(COLUMNS[i])] + [len(str(line[i])) for line in lines]) for i in range(len(COLUMNS))]
 
     def fmt(cells):
         return "  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
 
     table = [fmt(COLUMNS), fmt(["-" * width for width in widths])] + [fmt(line) for line in lines]
-    table.append("%d of %d host(s) serving every model" % (hosts_ready, len(statuses)))
+    table.append("%d of %d host(s) serving every model" % (hosts_ready, len(host_ready)))
     return table
 
 

@@ -2,9 +2,13 @@
 """A four-GPU stand-in after serve.yml with model_repository_instances [{tp23, gpus [2, 3], models [big]}]:
 two units, each container given only its GPUs (Docker's --gpus, the stand-in runtime hook's record),
 each TP=2 engine on the host GPUs its plan says (what the vLLM stand-in logged from inside the
-container), its own repository and ports, and both answer a prompt."""
+container), its own repository and ports, and both answer a prompt. Then the day-2 playbooks on it:
+status shows both instances, undeploy (last) removes both."""
 
 import json
+import os
+import subprocess
+import sys
 
 import requests
 
@@ -71,3 +75,39 @@ def test_each_instance_serves_its_model_only_and_generates(host):
         answer = requests.post(f"http://127.0.0.1:{port}/v2/models/{model}/generate", timeout=30, json={
             "text_input": "the quick brown fox", "sampling_parameters": json.dumps({"max_tokens": 2})}).json()
         assert answer["text_output"] == "the quick brown fox the quick"
+
+
+def _playbook(name, *args, reports=None):
+    command = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+               os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "playbooks", name + ".yml"), *args]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", FLEET_REPORT_DIR=str(reports or "/nonexistent"))
+    # No terminal: a playbook that asks (undeploy) must answer from its variables, never wait.
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, env=env,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_status_shows_each_server_instance_of_the_host(host, tmp_path):
+    del host  # a host test like the others, so that it runs before the undeploy below
+    run = _playbook("status", reports=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    table = (tmp_path / "status.txt").read_text()
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith("triton-instances-debian12")}
+    assert set(rows) == {"triton-instances-debian12", "triton-instances-debian12/tp23"}, table
+    assert " small " in rows["triton-instances-debian12"] and " READY " in rows["triton-instances-debian12"], table
+    assert " big " in rows["triton-instances-debian12/tp23"] and " READY " in rows["triton-instances-debian12/tp23"], table
+    assert table.rstrip().endswith("1 of 1 host(s) serving every model"), table
+    statuses = json.loads((tmp_path / "status.json").read_text())
+    assert sorted((s["instance"], s["unit"]) for s in statuses) == [("main", "triton-main.service"), ("tp23", "triton-tp23.service")]
+
+
+def test_undeploy_removes_every_server_instance_of_the_host(host):
+    run = _playbook("undeploy", "-e", "undeploy_confirm=yes")
+    assert run.returncode == 0, run.stdout[-3000:]
+    for name, (unit, _port, repo, _model, _gpus) in INSTANCES.items():
+        assert not host.file(f"/etc/systemd/system/{unit}").exists
+        assert not host.file(repo).exists
+        assert not host.file(f"/var/lib/triton-server/{name}").exists
+        assert host.run(f"docker inspect triton-{name}").rc != 0
+    # the synced weights stay unless asked
+    assert host.file("/opt/models/big").exists
+

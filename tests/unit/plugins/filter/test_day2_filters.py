@@ -87,6 +87,21 @@ def test_the_gpus_a_model_runs_on_stand_next_to_the_plan_and_a_mismatch_is_flagg
     assert "1 / ?" in line and "MISMATCH" not in line
 
 
+def test_each_server_instance_of_a_host_has_its_lines_and_the_host_serves_when_all_do():
+    main = _status("g-host", [_model("small")], [], instance="main", main=True)
+    tp23 = _status("g-host", [_model("big")], [], instance="tp23", main=False, unit="triton-tp23.service")
+    other = _status("h-host", [_model("small")], [], instance="main", main=True)
+    table = triton_fleet_status_table([tp23, other, main])
+    rows = table[2:-1]
+    assert [row.split()[0] for row in rows] == ["g-host", "g-host/tp23", "h-host"]
+    assert "small" in rows[0] and "big" in rows[1]
+    assert table[-1] == "2 of 2 host(s) serving every model"
+    down = dict(tp23, models=[], unit_state="failed", server="connection refused")
+    table = triton_fleet_status_table([main, down, other])
+    assert "g-host/tp23" in table[3] and "DOWN" in table[3]
+    assert table[-1] == "1 of 2 host(s) serving every model"
+
+
 def test_the_table_refuses_what_is_not_a_status_list():
     with pytest.raises(AnsibleFilterError):
         triton_fleet_status_table({"host": "x"})
