@@ -162,7 +162,19 @@ def test_unusable_configuration_is_refused(tmp_path):
     {"triton_server_watchdog_max_restarts_per_hour": 3, "triton_server_start_limit_interval_sec": 7200},
 ])
 def test_a_restart_budget_the_start_limit_cannot_hold_is_refused(tmp_path, overrides):
-    run = run_triton_server_role(tmp_path, dict(overrides, triton_server_watchdog_enabled=True))
+    # the watchdog is on by default: nothing else set
+    run = run_triton_server_role(tmp_path, overrides)
     assert_refused_before_any_change(
         run, f"triton_server_watchdog_max_restarts_per_hour {overrides['triton_server_watchdog_max_restarts_per_hour']} "
         "cannot hold with the unit's start limit (triton_server_start_limit_burst 5 starts in")
+
+
+def test_the_defaults_hold_the_start_limit(tmp_path):
+    """With nothing set the watchdog is on, and its budget fits in the unit's start limit
+    (2 restarts an hour x ceil(1800 s / 1 h) = 2 < burst 5): the check runs and passes."""
+    run = run_triton_server_role(tmp_path, {})
+    task = "Check that the watchdog's restarts fit in the unit's start limit]"
+    assert task in run.stdout, run.stdout[-3000:]
+    result = run.stdout.split(task, 1)[1].split("TASK [", 1)[0]
+    assert "ok: [localhost]" in result, result
+    assert "cannot hold with the unit's start limit" not in run.stdout + run.stderr

@@ -2,15 +2,19 @@
 """Monitoring of two GPU hosts: Prometheus scrapes every target built from the inventory, the
 Triton counters of each server rise after a generation, an unloaded model fires TritonModelNotReady in
 Alertmanager (asked through its API) for that host only and loading it back resolves it;
-Grafana's provisioning files point at this Prometheus and the shipped dashboards; a wedged engine is
-restarted by the watchdog within its bound, and when it stays wedged the watchdog gives up
-and TritonWatchdogGaveUp fires. Every endpoint is on the host's loopback (host networking),
+Grafana's provisioning files point at this Prometheus and the three shipped dashboards (every panel's
+query runs); the watchdog runs on both hosts by the role's default and its metrics reach Prometheus
+through node exporter's textfile folder; a wedged engine is restarted by the watchdog within its
+bound, and when it stays wedged TritonGenerationFailing fires, the watchdog gives up and
+TritonWatchdogGaveUp fires. Every endpoint is on the host's loopback (host networking),
 so the tests reach Prometheus and Alertmanager from here; what happens on the GPU host is
 done there through testinfra. Every test takes `host`, so that pytest keeps them in file
 order: the last one leaves the engine wedged for good."""
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -24,19 +28,27 @@ testinfra_hosts = ["ansible://monitoring-gpu"]
 PROMETHEUS = "http://127.0.0.1:19090"
 ALERTMANAGER = "http://127.0.0.1:19093"
 TRITON = "http://127.0.0.1:19400"
-# the second GPU host: the triton_server role's defaults for the watchdog (off)
+# the second GPU host: the triton_server role's defaults for the watchdog (on, every 60 s)
 TRITON2 = "http://127.0.0.1:19410"
 UNIT = "triton-mon.service"
 WATCHDOG = "triton-mon-watchdog.service"
 REPO_KEY = "molecule-repository-key-0123456789"
 HANG = "/srv/triton/repository/HANG"
-DASHBOARD = Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "dashboards" / "triton-fleet.json"
-# Panels whose series cannot exist on these machines, and why.
+ROOT = Path(__file__).resolve().parents[3]
+DASHBOARDS = sorted((Path(__file__).resolve().parents[3] / "roles" / "monitoring" / "files" / "dashboards").glob("*.json"))
+# Panels (titles are unique across the dashboards) whose series cannot exist on these machines, and why.
 NO_DATA_HERE = {
     "Time to first response p95 (ms, histogram_latencies)": "tritonserver 2.51 exports no first-response histogram",
     "GPU memory used (Triton)": "no GPU",
     "GPU memory used (DCGM exporter)": "no GPU, no DCGM exporter",
     "GPU utilization (DCGM exporter)": "no GPU, no DCGM exporter",
+}
+
+# A catalog for the drift playbook (the scenario serves a repository published by plain tasks).
+DRIFT_CATALOG = {
+    "model_repository_root": "/srv/triton/repository",
+    "model_repository_models": [{"name": "demo", "backend": "vllm", "model_path": "/opt/models/demo"}],
+    "model_repository_gpus": [{"index": 0, "memory_total_mib": 24576}],
 }
 
 
@@ -79,6 +91,12 @@ def generate(prompt="the quick brown fox", server=TRITON):
 
 def other_host(name):
     return testinfra.get_host(f"ansible://{name}", ansible_inventory=os.environ["MOLECULE_INVENTORY_FILE"])
+
+
+def textfile_dir(gpu_host):
+    """The folder node exporter's textfile collector reads on that host (its own settings)."""
+    args = gpu_host.file("/etc/default/prometheus-node-exporter").content_string
+    return args.split("--collector.textfile.directory=", 1)[1].split()[0].strip('"')
 
 
 def watchdog_log(host, since):
@@ -131,12 +149,24 @@ def test_request_counters_rise_after_a_generation(host):
     assert query('nv_inference_queue_summary_us{job="triton",model="demo",quantile="0.95"}')
 
 
-def test_the_second_host_runs_the_role_defaults_no_watchdog_no_dcgm(host):
+def test_the_second_host_runs_the_role_defaults_watchdog_on_no_dcgm(host):
     del host  # taken only to keep the file order
     gpu2 = other_host("monitoring-gpu2")
     assert gpu2.service("triton-mon2.service").is_running
-    assert not gpu2.file("/etc/systemd/system/triton-mon2-watchdog.timer").exists
     assert not gpu2.file("/etc/systemd/system/dcgm-exporter.service").exists
+    # the watchdog with nothing set for it: its timer at the role's default interval
+    timer = gpu2.service("triton-mon2-watchdog.timer")
+    assert timer.is_running and timer.is_enabled
+    assert "OnUnitActiveSec=60" in gpu2.check_output("systemctl cat triton-mon2-watchdog.timer")
+    # it writes where node exporter reads (monitoring_node_exporter_textfile_dir, one setting for both roles)...
+    wait("the watchdog of mon2 wrote its textfile",
+         lambda: gpu2.file(f"{textfile_dir(gpu2)}/triton_watchdog_mon2.prom").exists, 90)
+    # ...and Prometheus reads it, labelled with the host: what the alert rules select on
+    wait("the watchdog's generation_ok of mon2 reaches Prometheus",
+         lambda: query('triton_watchdog_generation_ok{job="node",host="monitoring-gpu2",triton_instance="mon2",'
+                       'model="demo"} == 1'), 60)
+    assert query('triton_watchdog_model_ready{host="monitoring-gpu2",triton_instance="mon2",model="demo"} == 1')
+    assert query('triton_watchdog_gave_up{host="monitoring-gpu2",unit="triton-mon2.service"} == 0')
 
 
 def test_grafana_provisioning_files_point_at_prometheus_and_the_dashboards(host):
@@ -149,8 +179,11 @@ def test_grafana_provisioning_files_point_at_prometheus_and_the_dashboards(host)
     assert _get(datasource["url"] + "/api/v1/status/buildinfo")["status"] == "success"
     provider = yaml.safe_load(prom.file("/etc/grafana/provisioning/dashboards/onprem-triton.yml").content_string)
     folder = provider["providers"][0]["options"]["path"]
-    assert prom.file(f"{folder}/triton-fleet.json").content_string == DASHBOARD.read_text(encoding="utf-8")
-    assert oct(prom.file(f"{folder}/triton-fleet.json").mode) == "0o644"
+    # the fleet overview, the per-model and the GPU dashboard, each copied as shipped
+    assert [path.name for path in DASHBOARDS] == ["triton-fleet.json", "triton-gpu.json", "triton-models.json"]
+    for path in DASHBOARDS:
+        assert prom.file(f"{folder}/{path.name}").content_string == path.read_text(encoding="utf-8"), path.name
+        assert oct(prom.file(f"{folder}/{path.name}").mode) == "0o644", path.name
 
 
 def test_the_watchdog_runs_on_its_timer_and_reports(host):
@@ -163,16 +196,53 @@ def test_the_watchdog_runs_on_its_timer_and_reports(host):
 
 def test_every_dashboard_query_runs_and_returns_data(host):
     del host  # taken only to keep the file order
-    panels = json.loads(DASHBOARD.read_text(encoding="utf-8"))["panels"]
-    assert set(NO_DATA_HERE) <= {panel["title"] for panel in panels}
+    panels = [(path.name, panel) for path in DASHBOARDS for panel in json.loads(path.read_text(encoding="utf-8"))["panels"]]
+    assert len(DASHBOARDS) == 3 and all(panel["targets"] for _name, panel in panels)
+    assert set(NO_DATA_HERE) <= {panel["title"] for _name, panel in panels}
     empty = []
-    for panel in panels:
+    for name, panel in panels:
         for target in panel["targets"]:
             answer = _get(f"{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": target["expr"]}))
-            assert answer["status"] == "success", (panel["title"], answer)
+            assert answer["status"] == "success", (name, panel["title"], answer)
             if not answer["data"]["result"] and panel["title"] not in NO_DATA_HERE:
-                empty.append(panel["title"])
+                empty.append(f"{name}: {panel['title']}")
     assert not empty, f"panels without data: {empty}"
+
+
+def test_drift_metrics_are_written_read_by_prometheus_and_fire_the_drift_alert(host, tmp_path):
+    """playbooks/drift.yml -e drift_metrics=true on the second host, against a catalog that asks for
+    another repository than the one served (the scenario publishes it without the model_repository
+    role): a drifted host."""
+    del host  # taken only to keep the file order
+    gpu2 = other_host("monitoring-gpu2")
+    served = gpu2.check_output("readlink /srv/triton/repository/current; systemctl show -p MainPID --value triton-mon2.service")
+    extra = tmp_path / "drift.json"
+    extra.write_text(json.dumps(DRIFT_CATALOG), encoding="utf-8")
+    run = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+         str(ROOT / "playbooks" / "drift.yml"), "--limit", "monitoring-gpu2,localhost", "-e", "drift_metrics=true",
+         "-e", "@" + str(ROOT / "molecule" / "triton_server" / "vars" / "main.yml"), "-e", "@" + str(extra)],
+        capture_output=True, text=True, check=False, timeout=600,
+        env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", FLEET_REPORT_DIR=str(tmp_path)))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = (tmp_path / "drift.txt").read_text(encoding="utf-8").splitlines()
+    assert [line for line in report if line.startswith("monitoring-gpu2 | model_repository | generation | ")], report
+    # the series, one per component, in the folder node exporter reads
+    written = gpu2.file(f"{textfile_dir(gpu2)}/triton_drift.prom")
+    assert oct(written.mode) == "0o644"
+    series = {line.split()[0]: float(line.split()[1]) for line in written.content_string.splitlines()
+              if line.startswith("triton_drift_differences{")}
+    assert series == {f'triton_drift_differences{{component="{component}"}}': value for component, value in (
+        ("nvidia_driver", 0), ("nvidia_container_toolkit", 0), ("hf_model", 0), ("model_repository", 1),
+        ("triton_server", 0))}, written.content_string
+    # Prometheus reads them, labelled with the host, and the drifted component fires the alert
+    wait("the drift series reach Prometheus",
+         lambda: len(query('triton_drift_differences{job="node",host="monitoring-gpu2"}')) == 5, 60)
+    alerts = wait("TritonDriftReported active in Alertmanager", lambda: active_alerts("TritonDriftReported"), 60)
+    assert {(a["labels"]["host"], a["labels"]["component"]) for a in alerts} == {("monitoring-gpu2", "model_repository")}
+    # check mode: the served repository and the server process are the same
+    assert gpu2.check_output("readlink /srv/triton/repository/current; systemctl show -p MainPID --value triton-mon2.service") \
+        == served
 
 
 def test_unloading_a_model_fires_not_ready_and_loading_it_resolves(host):
@@ -226,7 +296,12 @@ def test_an_engine_broken_for_good_is_left_to_people_after_the_bound(host):
         assert log.count("restarting after") == 1 and "restart 2 of at most 2 an hour" in log
         alerts = wait("TritonWatchdogGaveUp active in Alertmanager", lambda: active_alerts("TritonWatchdogGaveUp"), 60)
         assert alerts[0]["labels"]["unit"] == UNIT
-        metrics = host.file("/var/lib/prometheus/node-exporter/triton_watchdog_mon.prom").content_string
+        # the generation fails while the model says ready: the alert people read first
+        failing = wait("TritonGenerationFailing active in Alertmanager",
+                       lambda: [a for a in active_alerts("TritonGenerationFailing")
+                                if a["labels"]["host"] == "monitoring-gpu" and a["labels"]["model"] == "demo"], 60)
+        assert failing[0]["labels"]["severity"] == "critical" and failing[0]["labels"]["unit"] == UNIT
+        metrics = host.file(f"{textfile_dir(host)}/triton_watchdog_mon.prom").content_string
         assert 'triton_watchdog_gave_up{triton_instance="mon",unit="triton-mon.service"} 1' in metrics
         assert 'triton_watchdog_restarts_total{triton_instance="mon",unit="triton-mon.service"} 2' in metrics
         # it keeps its word: no further restart while the budget is spent

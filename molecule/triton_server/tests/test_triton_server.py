@@ -88,6 +88,20 @@ def _gate():
                           check=False)
 
 
+def test_the_watchdog_runs_by_default_and_sees_the_model_generate(host):
+    """Nothing in this scenario sets the watchdog: the role's defaults install it and its timer runs."""
+    timer = host.service("triton-molecule-watchdog.timer")
+    assert timer.is_running and timer.is_enabled
+    assert "OnUnitActiveSec=60" in host.check_output("systemctl cat triton-molecule-watchdog.timer")
+    deadline = time.time() + 90
+    while time.time() < deadline and "ok: demo" not in host.run(
+            "journalctl -u triton-molecule-watchdog.service --no-pager -o cat").stdout:
+        time.sleep(3)
+    assert f"{UNIT}: ok: demo" in host.check_output("journalctl -u triton-molecule-watchdog.service --no-pager -o cat")
+    metrics = host.file("/var/lib/prometheus/node-exporter/triton_watchdog_molecule.prom").content_string
+    assert f'triton_watchdog_generation_ok{{triton_instance="{NAME}",unit="{UNIT}",model="demo"}} 1' in metrics
+
+
 def test_killed_container_comes_back_and_passes_the_gate(host):
     restarts = int(host.check_output(f"systemctl show -p NRestarts --value {UNIT}"))
     started = host.check_output(f"docker inspect -f '{{{{.State.StartedAt}}}}' {CONTAINER}")

@@ -142,9 +142,15 @@ def test_grafana_provisioning_files_point_at_this_prometheus_and_the_shipped_das
     # every shipped dashboard picks a Prometheus data source through its variable, so the one
     # provisioned above is offered
     shipped = sorted((ROOT / "roles" / "monitoring" / "files" / "dashboards").glob("*.json"))
-    assert shipped
-    for path in shipped:
-        dashboard = json.loads(path.read_text(encoding="utf-8"))
+    # fleet overview, per-model latency/throughput/TTFT, GPU: three dashboards Grafana tells apart
+    assert [path.name for path in shipped] == ["triton-fleet.json", "triton-gpu.json", "triton-models.json"]
+    dashboards = [json.loads(path.read_text(encoding="utf-8")) for path in shipped]
+    assert len({dashboard["uid"] for dashboard in dashboards}) == len({dashboard["title"] for dashboard in dashboards}) == 3
+    # panel titles are unique across them (molecule/monitoring names the panels without data by title)
+    titles = [panel["title"] for dashboard in dashboards for panel in dashboard["panels"]]
+    assert len(titles) == len(set(titles))
+    for path, dashboard in zip(shipped, dashboards):
+        assert dashboard["panels"] and len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
         assert {"name": "datasource", "type": "datasource", "query": "prometheus"}.items() <= dashboard[
             "templating"]["list"][0].items()
         for panel in dashboard["panels"]:
