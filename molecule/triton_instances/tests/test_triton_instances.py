@@ -110,4 +110,3 @@ def test_undeploy_removes_every_server_instance_of_the_host(host):
         assert host.run(f"docker inspect triton-{name}").rc != 0
     # the synced weights stay unless asked
     assert host.file("/opt/models/big").exists
-
