@@ -10,6 +10,8 @@ __metaclass__ = type
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.onprem.triton.plugins.module_utils.triton_release import (
+    branch_end_of_life,
+    branch_past_end_of_life,
     TritonReleaseError,
     check_layout,
     default_layout,
@@ -69,14 +71,27 @@ def triton_driver_table(table):
 
 
 def triton_upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
-                            known_branches=None, allow_forward_compat=True, refusal=None, kernel_modules=None):
+                            known_branches=None, allow_forward_compat=True, refusal=None, kernel_modules=None,
+                            today=None):
     """What moving a host from `current` to `target` implies (see module_utils upgrade_findings)."""
     try:
         return upgrade_findings(table, current, target, backend, models, driver_version or None,
                                 str(planned_branch) if planned_branch else None, known_branches or [],
-                                bool(allow_forward_compat), refusal or None, kernel_modules or None)
+                                bool(allow_forward_compat), refusal or None, kernel_modules or None,
+                                str(today) if today else None)
     except (TritonReleaseError, KeyError, ValueError) as exc:
         raise AnsibleFilterError("triton_upgrade_findings: %s" % exc)
+
+
+def triton_driver_branch_eol(table, branch, today):
+    """{{ table | onprem.triton.triton_driver_branch_eol('610', '2026-11-30') }} ->
+    {"eol": "2026-08" or None, "past": true|false}: the table's end of life of a driver branch."""
+    return {"eol": branch_end_of_life(table, str(branch)), "past": branch_past_end_of_life(table, str(branch), str(today))}
+
+
+def triton_driver_branches_supported(table, branches, today):
+    """The branches of `branches` not past their end of life on `today`, in their order."""
+    return [str(b) for b in branches if not branch_past_end_of_life(table, str(b), str(today))]
 
 
 def triton_upgrade_lines(host_findings):
@@ -93,6 +108,8 @@ class FilterModule:
             "triton_release_check": triton_release_check,
             "triton_release_layout_check": triton_release_layout_check,
             "triton_driver_table": triton_driver_table,
+            "triton_driver_branch_eol": triton_driver_branch_eol,
+            "triton_driver_branches_supported": triton_driver_branches_supported,
             "triton_upgrade_findings": triton_upgrade_findings,
             "triton_upgrade_lines": triton_upgrade_lines,
         }

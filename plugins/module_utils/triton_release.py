@@ -131,6 +131,20 @@ def check_layout(entry, layout, variable, release_variable="triton_release"):
                              % (layout, why, entry["release"], release_variable, ", ".join(offered) or "none"))
 
 
+def branch_end_of_life(table, branch):
+    """The end of life of a driver branch as the table has it ('YYYY-MM'), or None (not published,
+    not read, or a branch the table does not list)."""
+    entry = (table.get("driver_branches") or {}).get(str(branch)) or {}
+    return str(entry["eol"]) if entry.get("eol") else None
+
+
+def branch_past_end_of_life(table, branch, today):
+    """True when `today` ('YYYY-MM-DD') is after the month of the branch's end of life (NVIDIA gives
+    a month: the branch is supported to its last day). A branch without a date is not past it."""
+    eol = branch_end_of_life(table, branch)
+    return bool(eol and today and str(today)[:7] > eol)
+
+
 def validate_table(table):
     """Problems of the table's shape, as a list of strings (empty: sound). Run by the unit tests."""
     problems = []
@@ -138,6 +152,13 @@ def validate_table(table):
     if str(table.get("default")) not in releases:
         problems.append("default %r is not a release of the table" % table.get("default"))
     sources = table.get("sources") or {}
+    for branch, entry in (table.get("driver_branches") or {}).items():
+        if not re.match(r"^[0-9]{3}$", str(branch)):
+            problems.append("driver branch %r is not three digits" % branch)
+        if entry.get("eol") is not None and not re.match(r"^20[0-9]{2}-(0[1-9]|1[0-2])$", str(entry["eol"])):
+            problems.append("driver branch %s: eol %r is not YYYY-MM" % (branch, entry["eol"]))
+        if entry.get("source") not in sources:
+            problems.append("driver branch %s: source %r is not described under sources" % (branch, entry.get("source")))
     for name, entry in releases.items():
         if not re.match(r"^[0-9]{2}\.[0-9]{2}$", str(name)):
             problems.append("release %r is not YY.MM" % name)
@@ -170,7 +191,7 @@ def validate_table(table):
 
 
 def upgrade_findings(table, current, target, backend, models, driver_version=None, planned_branch=None,
-                     known_branches=(), allow_forward_compat=True, refusal=None, kernel_modules=None):
+                     known_branches=(), allow_forward_compat=True, refusal=None, kernel_modules=None, today=None):
     """What moving one host from release `current` to `target` implies, without changing anything.
 
     backend: the host's image backend (vllm | trtllm); models: its model_repository_models;
@@ -178,7 +199,8 @@ def upgrade_findings(table, current, target, backend, models, driver_version=Non
     would install with the inventory as it is; known_branches: the branches nvidia_driver knows for
     the host's OS and source, a list or {branch: [kernel-module flavours it offers]}; kernel_modules:
     the host's flavour (a branch that does not offer it is named with the flavour to set); refusal: {"variable", "msg"} when the model repository preflight of
-    the target release refused the inventory (None when it passed).
+    the target release refused the inventory (None when it passed); today: the run's date
+    ('YYYY-MM-DD'): a branch past its end of life then (table driver_branches) is never advised.
     Returns a list of {"kind": image|driver|model|variable, "what", "action"}.
     """
     from ansible_collections.onprem.triton.plugins.module_utils.nvidia import (  # pylint: disable=import-outside-toplevel
@@ -207,18 +229,34 @@ def upgrade_findings(table, current, target, backend, models, driver_version=Non
         add("driver", "running driver unknown (no GPU facts)", "needs %s or newer for %s" % (needed, new_tag))
     if planned_branch:
         check = check_branch_for_container(planned_branch, new_tag, drivers, allow_forward_compat)
-        if check["ok"]:
-            add("driver", "nvidia_driver_branch %s" % planned_branch, "ok (%s)" % check["reason"])
-        else:
-            newer = sorted(int(b) for b in known_branches if int(b) >= driver_branch(needed))
-            flavours = known_branches.get(str(newer[0])) or [] if newer and isinstance(known_branches, dict) else []
+        newer = sorted(int(b) for b in known_branches if int(b) >= driver_branch(needed))
+        # The lowest sufficient branch that is not past its end of life on the day of the run.
+        alive = [b for b in newer if not branch_past_end_of_life(table, b, today)]
+        ended = [b for b in newer if b not in alive]
+
+        def advice():
+            flavours = known_branches.get(str(alive[0])) or [] if isinstance(known_branches, dict) else []
             switch = " and nvidia_driver_kernel_modules to %s (the only modules branch %s offers)" % (
-                flavours[0], newer[0]) if kernel_modules and len(flavours) == 1 and kernel_modules not in flavours else ""
+                flavours[0], alive[0]) if kernel_modules and len(flavours) == 1 and kernel_modules not in flavours else ""
+            skipped = " (%s past its end of life on %s)" % (
+                ", ".join("%d: %s" % (b, branch_end_of_life(table, b)) for b in ended), today) if ended else ""
+            return "set nvidia_driver_branch to %s%s%s" % (alive[0], switch, skipped)
+
+        if check["ok"] and not branch_past_end_of_life(table, planned_branch, today):
+            add("driver", "nvidia_driver_branch %s" % planned_branch, "ok (%s)" % check["reason"])
+        elif check["ok"]:
+            add("variable", "nvidia_driver_branch=%s" % planned_branch,
+                "runs %s, but branch %s reached its end of life (%s) before %s; %s" % (
+                    new_tag, planned_branch, branch_end_of_life(table, planned_branch), today,
+                    advice() if alive else "no branch nvidia_driver knows for this OS is both new enough and "
+                    "supported: add one to its vars/ first"))
+        else:
             add("variable", "nvidia_driver_branch=%s" % planned_branch,
                 "refused by the nvidia_driver preflight: %s; %s" % (
-                    check["reason"], "set nvidia_driver_branch to %s%s" % (newer[0], switch) if newer else
-                    "no branch nvidia_driver knows for this OS (%s) is new enough: add one to its vars/ first"
-                    % ", ".join(str(b) for b in sorted(int(b) for b in known_branches))))
+                    check["reason"], advice() if alive else
+                    "no branch nvidia_driver knows for this OS (%s) is new enough%s: add one to its vars/ first"
+                    % (", ".join(str(b) for b in sorted(int(b) for b in known_branches)),
+                       " and not past its end of life" if ended else "")))
     for model in models or []:
         name = model.get("name", "?")
         if model.get("backend") == "vllm":

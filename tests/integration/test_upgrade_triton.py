@@ -48,7 +48,8 @@ def run(tmp_path, *extra):
 
 
 def test_the_report_from_25_12_to_26_07(tmp_path):
-    rc, out = run(tmp_path, "-e", "upgrade_triton_release=26.07")
+    # As of 2026-11-30: R610, the lowest branch 26.07's vLLM image runs on, ended in August 2026.
+    rc, out = run(tmp_path, "-e", "upgrade_triton_release=26.07", "-e", "upgrade_triton_today=2026-11-30")
     assert rc == 0, out
     report = (tmp_path / "reports" / "upgrade_triton-26.07.txt").read_text(encoding="utf-8")
     lines = report.splitlines()
@@ -57,7 +58,9 @@ def test_the_report_from_25_12_to_26_07(tmp_path):
         "gpu-vllm-01 | image | 25.12-vllm-python-py3 -> 26.07-vllm-python-py3 |",
         # the branch the inventory installs is too old: the report names the one to set
         "gpu-vllm-01 | variable | nvidia_driver_branch=590 | refused by the nvidia_driver preflight: branch R590 is older"
-        " than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0); set nvidia_driver_branch to 610",
+        " than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0); set nvidia_driver_branch to 615 and"
+        " nvidia_driver_kernel_modules to open (the only modules branch 615 offers) (610: 2026-08 past its end of"
+        " life on 2026-11-30)",
         "gpu-vllm-01 | model | chat | re-rendered and reloaded: model.json checked against vLLM 0.24.0 (was 0.11.1)",
         "gpu-vllm-01 | variable | model_repository_models[1].engine_args.swap_space | refused by the model_repository"
         " preflight",

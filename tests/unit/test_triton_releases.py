@@ -296,3 +296,73 @@ def test_every_release_renders_what_it_offers_and_refuses_the_rest(release, back
 def test_an_unquoted_release_is_explained():
     with pytest.raises(tr.TritonReleaseError, match=r"'25.1' is not in the release table .* quoted YY.MM string"):
         tr.release_entry(TABLE, 25.10)
+
+
+# --- driver branches' end of life (the table's driver_branches) ---------------------------------
+
+TODAY = "2026-11-30"
+DEBIAN_BRANCHES = {"550": ["proprietary", "open"], "570": ["proprietary", "open"], "580": ["proprietary", "open"],
+                   "590": ["proprietary", "open"], "610": ["proprietary", "open"], "615": ["open"]}
+
+
+def test_the_table_dates_610_as_ended_in_august_2026():
+    assert tr.branch_end_of_life(TABLE, "610") == "2026-08"
+    assert tr.branch_past_end_of_life(TABLE, "610", TODAY)
+    # Supported to the last day of its month, past it from the first day of the next.
+    assert not tr.branch_past_end_of_life(TABLE, "610", "2026-08-31")
+    assert tr.branch_past_end_of_life(TABLE, "610", "2026-09-01")
+    # No date (a new feature branch NVIDIA gives none, or one not read): never past it.
+    assert tr.branch_end_of_life(TABLE, "615") is None
+    assert not tr.branch_past_end_of_life(TABLE, "615", "2099-01-01")
+    assert not tr.branch_past_end_of_life(TABLE, "999", TODAY)
+
+
+@pytest.mark.parametrize("eol,problem", [("August 2026", "is not YYYY-MM"), ("2026-13", "is not YYYY-MM")])
+def test_a_bad_end_of_life_is_a_problem_of_the_table(eol, problem):
+    table = dict(TABLE, driver_branches=dict(TABLE["driver_branches"], **{"610": {"eol": eol, "source": "matrix"}}))
+    assert [p for p in tr.validate_table(table) if problem in p] == ["driver branch 610: eol %r %s" % (eol, problem)]
+
+
+def _driver_variable(findings):
+    return [f["action"] for f in findings if f["kind"] == "variable" and f["what"].startswith("nvidia_driver_branch")]
+
+
+def test_upgrade_to_26_07_skips_610_past_its_end_of_life():
+    """26.07's vLLM image needs 610.43.02: 610 is the lowest sufficient branch but ended in August 2026."""
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.07", "vllm", [], planned_branch="590",
+                                   known_branches=DEBIAN_BRANCHES, kernel_modules="proprietary", today=TODAY)
+    assert _driver_variable(findings) == [
+        "refused by the nvidia_driver preflight: branch R590 is older than 610.43.02, the minimum for "
+        "26.07-vllm-python-py3 (CUDA 13.3.0); set nvidia_driver_branch to 615 and nvidia_driver_kernel_modules "
+        "to open (the only modules branch 615 offers) (610: 2026-08 past its end of life on 2026-11-30)"]
+
+
+def test_upgrade_to_26_07_before_the_end_of_life_of_610_still_advises_610():
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.07", "vllm", [], planned_branch="590",
+                                   known_branches=DEBIAN_BRANCHES, kernel_modules="proprietary", today="2026-07-15")
+    assert _driver_variable(findings)[0].endswith("set nvidia_driver_branch to 610")
+
+
+def test_a_branch_that_runs_the_image_but_has_ended_is_named_with_the_one_to_set():
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.07", "vllm", [], planned_branch="610",
+                                   known_branches=DEBIAN_BRANCHES, kernel_modules="open", today=TODAY)
+    assert _driver_variable(findings) == [
+        "runs 26.07-vllm-python-py3, but branch 610 reached its end of life (2026-08) before 2026-11-30; "
+        "set nvidia_driver_branch to 615 (610: 2026-08 past its end of life on 2026-11-30)"]
+    assert ("driver", "nvidia_driver_branch 610") not in _kinds(findings)
+
+
+def test_no_supported_branch_left_is_said():
+    findings = tr.upgrade_findings(TABLE, "25.12", "26.07", "vllm", [], planned_branch="590",
+                                   known_branches={"590": ["open"], "610": ["open"]}, today=TODAY)
+    assert _driver_variable(findings)[0].endswith(
+        "no branch nvidia_driver knows for this OS (590, 610) is new enough and not past its end of life: "
+        "add one to its vars/ first")
+
+
+def test_every_branch_of_the_driver_matrices_has_its_lifecycle_in_the_table():
+    """One place: a branch nvidia_driver offers is listed in the table (with a date or null)."""
+    for os_vars in OS_MATRIX:
+        sources = _yaml("roles", "nvidia_driver", "vars", os_vars + ".yml")["_nvidia_driver_os"]["sources"]
+        for source in sources.values():
+            assert set(source["branches"]) <= set(TABLE["driver_branches"]), os_vars
