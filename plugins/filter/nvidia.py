@@ -13,6 +13,8 @@ from ansible_collections.onprem.triton.plugins.module_utils.nvidia import (
     check_branch_for_container,
     check_driver_for_container,
     driver_branch,
+    other_branch_packages,
+    package_branch,
 )
 
 
@@ -41,10 +43,26 @@ def nvidia_driver_branch(driver_version):
         raise AnsibleFilterError("nvidia_driver_branch: %s" % exc)
 
 
+def nvidia_driver_other_branch_packages(branches, branch, flavour):
+    """{{ branches | onprem.triton.nvidia_driver_other_branch_packages('610', 'proprietary') }}: what the
+    role installs and holds for the other branches and flavours of the source, not for this one."""
+    try:
+        return other_branch_packages(branches, str(branch), str(flavour))
+    except (KeyError, AttributeError, TypeError) as exc:
+        raise AnsibleFilterError("nvidia_driver_other_branch_packages: %s" % exc)
+
+
+def nvidia_driver_package_branch(version):
+    """{{ '1:610.43.02-1' | onprem.triton.nvidia_driver_package_branch }} -> '610' ('' when not a driver version)"""
+    return package_branch(version) or ""
+
+
 class FilterModule:
     def filters(self):
         return {
             "triton_driver_check": triton_driver_check,
             "triton_driver_branch_check": triton_driver_branch_check,
             "nvidia_driver_branch": nvidia_driver_branch,
+            "nvidia_driver_other_branch_packages": nvidia_driver_other_branch_packages,
+            "nvidia_driver_package_branch": nvidia_driver_package_branch,
         }

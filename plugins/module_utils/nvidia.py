@@ -216,3 +216,30 @@ def check_branch_for_container(branch, tag, table, allow_forward_compat=True, ve
             "a usable" if allow_forward_compat else "allowed to use a",
             ", ".join("R%d" % b for b in fc_branches)))
     return result
+
+
+def _branch_package_names(spec):
+    return list(spec.get("branch_pin") or []) + list(spec.get("pinned") or []) + list(spec.get("companions") or [])
+
+
+def other_branch_packages(branches, branch, flavour):
+    """What nvidia_driver installs and holds for every other branch and kernel-module flavour of a
+    driver matrix source ({branch: {flavour: {branch_pin, pinned, companions}}}) and not for
+    (branch, flavour): the packages a host moving to (branch, flavour) must unhold and remove.
+    Names shared with the wanted set (cuda-drivers on every branch from 590) are kept; order as
+    the matrix lists them, each once."""
+    wanted = set(_branch_package_names(branches[str(branch)][flavour]))
+    others = []
+    for flavours in branches.values():
+        for spec in flavours.values():
+            for name in _branch_package_names(spec):
+                if name not in wanted and name not in others:
+                    others.append(name)
+    return others
+
+
+def package_branch(version):
+    """The driver branch of a Debian package version ('1:610.43.02-1' -> '610'), or None when the
+    version is not a driver's (three-digit branch)."""
+    match = re.match(r"^(?:[0-9]+:)?([0-9]{3})\.", str(version or ""))
+    return match.group(1) if match else None

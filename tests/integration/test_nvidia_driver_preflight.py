@@ -135,6 +135,22 @@ def test_the_newer_vllm_images_on_the_branch_they_need(tmp_path, extra_vars, exp
         assert text in out, out
 
 
+EOL_WARNING = "WARNING: nvidia_driver_branch=610 is past its end of life (2026-08"
+
+
+@pytest.mark.parametrize("today,warned", [("2026-11-30", True), ("2026-08-31", False)])
+def test_a_branch_past_its_end_of_life_is_warned_about_not_refused(tmp_path, today, warned):
+    """R610 (a New Feature Branch) ended in August 2026 (the release table's driver_branches)."""
+    rc, out = run_preflight(tmp_path, {"triton_release": "26.07", "nvidia_driver_branch": "610",
+                                       "_nvidia_driver_today": today,
+                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
+    assert rc == 0, out
+    assert "PREFLIGHT OK branch=610" in out
+    assert (EOL_WARNING in out) is warned, out
+    if warned:
+        assert "known for this source and not past it: 550, 570, 575, 580, 590, 615" in " ".join(out.split()), out
+
+
 def test_open_modules_on_hopper_pass(tmp_path):
     rc, out = run_preflight(tmp_path, {"nvidia_driver_kernel_modules": "open",
                                        "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})

@@ -1,7 +1,8 @@
 """Real state of the converged GPU host instance (Debian 12, no GPU).
 
 The repositories are the fixtures of tests/fixtures/apt_repo: the CUDA stand-in offers the
-driver at 590.48.01-1 and newer 610.43.02-1 and 615.71.09-1, the libnvidia-container stand-in the toolkit
+driver at 590.48.01-1 and newer 610.43.02-1 and 615.71.09-1 (converge.yml installs 590,
+side_effect.yml changes the branch to 610), the libnvidia-container stand-in the toolkit
 at 1.17.7-1 and a newer 1.17.8-1 (molecule.yml). The exact versions below are those the
 role must choose against those newer ones.
 """
@@ -11,11 +12,14 @@ TOOLKIT = ["nvidia-container-toolkit", "nvidia-container-toolkit-base",
            "libnvidia-container-tools", "libnvidia-container1"]
 TOOLKIT_VERSION = "1.17.7-1"       # nvidia_container_toolkit_version
 TOOLKIT_NEWEST = "1.17.8-1"
-# The role's default path on Debian 12: cuda_repo, branch 590, proprietary modules.
-BRANCH_PIN = "nvidia-driver-pinning-590"
+# The role's default path on Debian 12 (cuda_repo, proprietary) converged on branch 590 (A), then
+# side_effect.yml moved it to branch 610 (B): what is checked here is the host after the move.
+BRANCH_PIN = "nvidia-driver-pinning-610"
+OLD_BRANCH_PIN = "nvidia-driver-pinning-590"
 DRIVER = "cuda-drivers"
-DRIVER_VERSION = "590.48.01-1"     # the newest of branch 590 in the repository
-DRIVER_NEWEST = "610.43.02-1"      # newer, outside the branch: the pin must keep it out
+OLD_DRIVER_VERSION = "590.48.01-1"  # branch A, where converge.yml put it
+DRIVER_VERSION = "610.43.02-1"     # the newest of branch 610 in the repository
+DRIVER_NEWEST = "615.71.09-1"      # newer, outside the branch: the pin must keep it out
 # What cuda-drivers pulls in at its own version (the fixture's dependencies).
 DRIVER_DEPENDENCIES = ["libnvidia-ml1", "nvidia-persistenced"]
 
@@ -35,16 +39,30 @@ def installed_version(host, name):
 
 
 def test_repository_offers_a_driver_newer_than_the_branch(host):
-    # The precondition that makes the next test mean something.
-    assert {DRIVER_VERSION, DRIVER_NEWEST} <= versions_offered(host, DRIVER)
+    # The precondition that makes the next tests mean something: A, B and a newer one are offered.
+    assert {OLD_DRIVER_VERSION, DRIVER_VERSION, DRIVER_NEWEST} <= versions_offered(host, DRIVER)
 
 
-def test_branch_pinning_package_installed_held_and_pins_590(host):
+def test_branch_pinning_package_installed_held_and_pins_610(host):
     assert installed_version(host, BRANCH_PIN) is not None
     assert BRANCH_PIN in held(host)
-    assert installed_version(host, "nvidia-driver-pinning-610") is None
     assert installed_version(host, "nvidia-driver-pinning-615") is None
-    assert "Pin: version 590.*" in host.file("/etc/apt/preferences.d/" + BRANCH_PIN).content_string
+    assert "Pin: version 610.*" in host.file("/etc/apt/preferences.d/" + BRANCH_PIN).content_string
+
+
+def test_nothing_of_branch_590_remains(host):
+    # Purged, not only removed: dpkg has no record of it, its preferences file (a conffile) is gone.
+    status = host.run("dpkg-query -W -f='${db:Status-Status}' %s", OLD_BRANCH_PIN)
+    assert status.rc != 0 or status.stdout.strip() in ("", "not-installed"), status.stdout
+    assert not host.file("/etc/apt/preferences.d/" + OLD_BRANCH_PIN).exists
+    assert OLD_BRANCH_PIN not in held(host)
+    installed = host.check_output("dpkg-query -W -f='${db:Status-Status} ${Package} ${Version}\\n'").splitlines()
+    assert [line for line in installed if line.startswith("installed ") and " 590." in line] == []
+
+
+def test_only_branch_610_is_held(host):
+    driver_holds = {name for name in held(host) if name.startswith(("nvidia-driver-pinning-", "cuda-drivers", "nvidia-open"))}
+    assert driver_holds == {BRANCH_PIN, DRIVER}
 
 
 def test_driver_installed_from_the_pinned_branch_and_held(host):
