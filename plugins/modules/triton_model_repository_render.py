@@ -27,10 +27,20 @@ requirements:
   - tritonclient[grpc] (Triton's ModelConfig schema) and protobuf
 options:
   models:
-    description: The model list, as the role's C(model_repository_models) (see the role's README).
+    description:
+      - The model catalog, C(triton_models) (see the collection's README). Entries with C(serve=false)
+        are skipped; an entry with C(weights) is served from the copy I(synced) names for its folder.
     type: list
     elements: dict
     required: true
+  synced:
+    description:
+      - The weights the hf_model role installed, by folder name (its fact C(hf_model_synced), or the
+        same read from the host's links). Each entry's C(version_path) is what the model is served from,
+        so a new revision is a new generation and a rollback brings the previous weights back.
+      - A folder not listed is served from C(<models_dir>/<folder>).
+    type: dict
+    default: {}
   gpu_info:
     description: The host stack's C(nvidia_gpu_info) fact (C(gpus) with C(index) and C(memory_total_mib)).
     type: dict
@@ -239,6 +249,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             models=dict(type="list", elements="dict", required=True),
+            synced=dict(type="dict", default={}),
             gpu_info=dict(type="dict", default={}),
             gpus=dict(type="list", elements="dict", default=[]),
             gpu_memory_budget=dict(type="float", default=0.9),
@@ -274,7 +285,7 @@ def main():
         if any(isinstance(model, dict) and model.get("backend") == "vllm" for model in params["models"]):
             settings["vllm_contract"] = load_vllm_contract(params["vllm_contracts_dir"], params["triton_release"])
         result = build_plan(params["models"], params["gpu_info"], params["gpus"], settings,
-                            params["templates_dir"], params["trtllm_all_models_dir"])
+                            params["templates_dir"], params["trtllm_all_models_dir"], synced=params["synced"])
     except ModelRepositoryError as error:
         module.fail_json(msg=str(error), variable=error.variable)
     module.exit_json(changed=False, **result)

@@ -85,7 +85,7 @@ model_repository_server_engines_dir: /opt/engines
 model_repository_vllm_report_custom_metrics: true
 """
 INVENTORY_YAML = HOST_VARS + """\
-model_repository_models:
+triton_models:
   - name: chat_gpu0            # pinned to GPU 0 with an explicit share
     backend: vllm
     model_path: /opt/models/chat_gpu0
@@ -108,7 +108,7 @@ model_repository_models:
 
 # The same host with GPU 0 overcommitted: 0.6 + 0.45 = 1.05 of it, over the budget 0.9.
 OVERCOMMIT_YAML = HOST_VARS + """\
-model_repository_models:
+triton_models:
   - name: chat_gpu0
     backend: vllm
     model_path: /opt/models/chat_gpu0
@@ -212,7 +212,7 @@ def plan_of(inventory_yaml, gpu_info, mr, server_models_dir=None, parameters=Non
     added to every model's config.pbtxt parameters."""
     import yaml  # pylint: disable=import-outside-toplevel
     inventory = yaml.safe_load(inventory_yaml)
-    models = inventory["model_repository_models"]
+    models = inventory["triton_models"]
     if parameters:
         models = [dict(model, parameters=dict(model.get("parameters") or {}, **parameters)) for model in models]
     return mr.build_plan(models, gpu_info, inventory.get("model_repository_gpus"),

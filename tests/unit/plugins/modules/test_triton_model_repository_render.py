@@ -32,15 +32,15 @@ def test_renders_from_gpu_facts(capsys):
 def test_bad_variable_fails_naming_it(capsys):
     out = run(capsys, gpus=[{"index": 0, "memory_total_mib": 24564}],
               models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpus": [3]}])
-    assert out["failed"] and out["variable"] == "model_repository_models[0].gpus"
-    assert out["msg"].startswith("model_repository_models[0].gpus: GPU(s) [3] not on this host")
+    assert out["failed"] and out["variable"] == "triton_models[0].gpus"
+    assert out["msg"].startswith("triton_models[0].gpus: GPU(s) [3] not on this host")
 
 
 def test_engine_args_checked_against_the_pinned_release(capsys):
     out = run(capsys, gpus=[{"index": 0, "memory_total_mib": 24564}], triton_release="25.12",
               models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x",
                        "engine_args": {"disable_log_requests": True}}])
-    assert out["failed"] and out["variable"] == "model_repository_models[0].engine_args.disable_log_requests"
+    assert out["failed"] and out["variable"] == "triton_models[0].engine_args.disable_log_requests"
     assert "vLLM 0.11.1" in out["msg"] and "TypeError" in out["msg"]
 
 
