@@ -32,10 +32,17 @@ def _schema():
     return module
 
 
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint (ansible-lint) wants them."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
 def block(role):
     """The YAML text of the triton_models option for one role, indented as an option."""
     option = {"triton_models": _schema().argument_spec(ROLES[role])}
-    text = yaml.safe_dump(option, sort_keys=False, width=110, default_flow_style=False)
+    text = yaml.dump(option, Dumper=_Dumper, sort_keys=False, width=110, default_flow_style=False)
     return BEGIN + "".join("      " + line + "\n" for line in text.splitlines()) + END
 
 

@@ -212,7 +212,7 @@ deploy_refuses_bad_values() {
     '{"triton_server_gate_prompt": ""}'
     '{"triton_rollout_serial": "-5"}'
     '{"hf_model_min_free_bytes": 1000000000000000000}'
-    '{"model_repository_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm", "engine_args": {"max_num_batched_token": 1}}]}'
+    '{"triton_models": [{"name": "tiny_llm", "backend": "vllm", "weights": {"repo_id": "onprem-test/tiny-llm", "revision": "v1.0", "dir": "tiny-llm"}, "engine_args": {"max_num_batched_token": 1}}]}'
   )
   server_state() {
     docker exec "${host}" sh -c 'systemctl show -p MainPID --value triton-sandbox; readlink -f /opt/triton/repository/current;

@@ -37,7 +37,7 @@ HTTP, GRPC, METRICS = 18750, 18751, 18752
 INVENTORY = """
 model_repository_gpus:
   - {index: 0, memory_total_mib: 81559}
-model_repository_models:
+triton_models:
   - name: llama
     backend: tensorrtllm
     model_path: "{models}/llama"
@@ -53,7 +53,7 @@ def build(tmp_path):
     settings = {"models_dir": str(tmp_path / "models"), "server_models_dir": str(tmp_path / "models"),
                 "engines_dir": str(tmp_path / "engines"), "server_engines_dir": str(tmp_path / "engines"),
                 "gpu_memory_budget": 0.9}
-    plan = mr.build_plan(variables["model_repository_models"], {}, variables["model_repository_gpus"], settings,
+    plan = mr.build_plan(variables["triton_models"], {}, variables["model_repository_gpus"], settings,
                          str(TEMPLATES), str(ALL_MODELS))
     return lay_out_repository(plan, tmp_path / "repository"), plan
 
