@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
 # Copyright: onprem.triton contributors
-"""Filters over the model catalog triton_models (module_utils/model_catalog.py holds its schema)."""
+"""Filters over the model catalog triton_models (plugin_utils/model_catalog.py holds its schema)."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.onprem.triton.plugins.module_utils.model_catalog import (
+from ansible_collections.onprem.triton.plugins.plugin_utils.model_catalog import (
     ModelCatalogError,
     catalog_problems,
     weights_to_sync,

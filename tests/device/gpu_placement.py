@@ -5,7 +5,7 @@ tests/unit/plugins/module_utils/test_recorded_gpu_placement.py re-checks that re
 
 1. The GPU table is read from the machine (nvidia-smi, as the nvidia_gpu_info fact gives it).
 2. An OVERCOMMITTED plan (OVERCOMMIT_YAML) goes through the collection's own code
-   (plugins/module_utils/model_repository.py: load_vllm_contract + build_plan, with the settings
+   (plugins/plugin_utils/model_repository.py: load_vllm_contract + build_plan, with the settings
    roles/model_repository/tasks/preflight.yml passes): it must be refused with a
    ModelRepositoryError naming the models and the numbers, before anything is written or
    started; nvidia-smi must then show no process on any GPU.
@@ -134,9 +134,9 @@ APPS_FIELDS = "pid,gpu_uuid,used_memory"
 
 
 def model_repository():
-    """plugins/module_utils/model_repository.py, imported by path (no ansible needed)."""
+    """plugins/plugin_utils/model_repository.py, imported by path (no ansible needed)."""
     spec = importlib.util.spec_from_file_location(
-        "onprem_triton_model_repository", ROOT / "plugins" / "module_utils" / "model_repository.py")
+        "onprem_triton_model_repository", ROOT / "plugins" / "plugin_utils" / "model_repository.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from ansible_collections.onprem.triton.plugins.modules import triton_model_repository as install_module
 from tests.fixtures.triton.server import TritonServer
 

@@ -16,7 +16,7 @@ import yaml
 
 from ansible_collections.onprem.triton.plugins.module_utils import nvidia
 from ansible_collections.onprem.triton.plugins.module_utils import triton_release as tr
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from ansible_collections.onprem.triton.plugins.lookup.triton_releases import load_table
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))

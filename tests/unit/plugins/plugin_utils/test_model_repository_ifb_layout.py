@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 TEMPLATES = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "templates")
 SETTINGS = {"models_dir": "/opt/models", "server_models_dir": "/models", "engines_dir": "/opt/triton/engines",

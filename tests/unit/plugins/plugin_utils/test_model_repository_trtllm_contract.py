@@ -16,7 +16,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROOT = Path(__file__).resolve().parents[4]
 TEMPLATES = ROOT / "roles" / "model_repository" / "templates"

@@ -16,7 +16,7 @@ import json
 import os
 import re
 
-from ansible_collections.onprem.triton.plugins.module_utils.model_catalog import (
+from ansible_collections.onprem.triton.plugins.plugin_utils.model_catalog import (
     CATALOG_VAR,
     ModelCatalogError,
     served_models,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROLE = Path(__file__).resolve().parents[4] / "roles" / "model_repository"
 CONTRACT = mr.load_vllm_contract(str(ROLE / "files" / "vllm_contract"), "25.12")

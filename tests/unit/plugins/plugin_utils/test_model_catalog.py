@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_catalog as mc
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_catalog as mc
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROOT = pathlib.Path(__file__).resolve().parents[4]
 SHA1 = "a" * 40
@@ -139,7 +139,7 @@ def test_argument_specs_are_generated_from_the_schema():
 def test_the_check_catches_a_hand_edit(tmp_path):
     """--check fails when a role's block differs from the schema (so the test above can fail)."""
     copy_root = tmp_path / "tree"
-    for part in ("scripts/model_catalog_specs.py", "plugins/module_utils/model_catalog.py",
+    for part in ("scripts/model_catalog_specs.py", "plugins/plugin_utils/model_catalog.py",
                  "roles/hf_model/meta/argument_specs.yml", "roles/model_repository/meta/argument_specs.yml"):
         (copy_root / part).parent.mkdir(parents=True, exist_ok=True)
         (copy_root / part).write_text((ROOT / part).read_text())
