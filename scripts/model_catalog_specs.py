@@ -1,11 +1,10 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 # Copyright: onprem.triton contributors
 """Writes the triton_models option of the roles' argument_specs from the catalog's one schema
 (plugins/plugin_utils/model_catalog.py), between the BEGIN/END markers of each file.
 
-  scripts/model_catalog_specs.py          rewrite the blocks
-  scripts/model_catalog_specs.py --check  exit 1 when a block differs (tests/unit runs this check)
+  python scripts/model_catalog_specs.py          rewrite the blocks
+  python scripts/model_catalog_specs.py --check  exit 1 when a block differs (tests/unit runs this check)
 """
 
 import importlib.util
