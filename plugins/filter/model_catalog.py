@@ -25,7 +25,8 @@ description:
   - A bad catalog fails naming the entry and key, e.g. C(triton_models[1].weights.repo_id).
   - The filter C(model_catalog_problems) returns the same checks as a list of messages (empty when the catalog
     is valid), for preflight; C(model_catalog_revision) returns the catalog with one model's weights at a new
-    revision (every entry served from that folder moves with it), for C(onprem.triton.upgrade_model).
+    revision (every entry served from that folder moves with it), for C(onprem.triton.upgrade_model);
+    C(model_catalog_served) returns the entries a server serves (C(serve) is not false).
 positional: _input
 options:
   _input:
@@ -70,6 +71,11 @@ def model_catalog_weights(models):
     return _call(weights_to_sync, models)
 
 
+def model_catalog_served(models):
+    """The entries a server serves (serve is not false), as the catalog lists them; not validated."""
+    return [entry for entry in models or [] if not (isinstance(entry, dict) and entry.get("serve", True) is False)]
+
+
 def model_catalog_problems(models):
     """The catalog's problems, as messages naming the variable."""
     return catalog_problems(models)
@@ -87,5 +93,6 @@ class FilterModule:
         return {
             "model_catalog_weights": model_catalog_weights,
             "model_catalog_problems": model_catalog_problems,
+            "model_catalog_served": model_catalog_served,
             "model_catalog_revision": model_catalog_revision,
         }

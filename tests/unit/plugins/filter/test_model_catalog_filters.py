@@ -27,3 +27,10 @@ def test_problems_are_messages_and_errors_are_filter_errors():
         FILTERS["model_catalog_weights"](bad)
     with pytest.raises(AnsibleFilterError, match="upgrade_model_name: 'other' is not a model"):
         FILTERS["model_catalog_revision"](CATALOG, "other", "v2.0")
+
+
+def test_served_skips_only_entries_marked_not_served():
+    catalog = [{"name": "a", "model_path": "/a"}, {"name": "b", "serve": False, "weights": {"repo_id": "o/b"}},
+               {"name": "c", "serve": True, "model_path": "/c"}]
+    assert [entry["name"] for entry in FILTERS["model_catalog_served"](catalog)] == ["a", "c"]
+    assert FILTERS["model_catalog_served"](None) == []
