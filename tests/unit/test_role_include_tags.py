@@ -6,7 +6,8 @@ Ansible gives an include_tasks/include_role's own `tags` to the include alone: w
 `apply: {tags: ...}`, `--tags container_engine` ran "Install Docker" and skipped every task it
 included (found in the session of 2026-11-30: `--tags hf_model` synced nothing). Tags inherited
 from a parent (an import, a block, the play) do reach included tasks, so only an include with tags
-of its own needs `apply` (an include_role of a whole role is exempt: main.yml's imports tag its tasks). --list-tasks (tests/integration/test_stage_tags.py) cannot see this: it
+of its own needs `apply` (an include_role of a whole role is exempt: main.yml's imports tag its tasks).
+--list-tasks (tests/integration/test_stage_tags.py) cannot see this: it
 does not expand dynamic includes."""
 
 import pathlib
