@@ -58,7 +58,8 @@ def write_inventory(workdir, hosts, fanout):
              "    hf_model_poll_interval: 1",
              "    hf_model_min_free_bytes: 0",
              "    hf_model_controller_dir: %s/controller" % workdir,
-             "    hf_model_models: [{name: tiny-llm, repo_id: onprem-test/tiny-llm, ignore_patterns: ['original/*']}]",
+             "    triton_models: [{name: tiny-llm, serve: false,"
+             " weights: {repo_id: onprem-test/tiny-llm, ignore_patterns: ['original/*']}}]",
              "  hosts:"]
     for index in range(hosts):
         lines += ["    host%d:" % index, "      hf_model_dir: %s/host%d/models" % (workdir, index)]

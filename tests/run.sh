@@ -212,7 +212,7 @@ deploy_refuses_bad_values() {
     '{"triton_server_gate_prompt": ""}'
     '{"triton_rollout_serial": "-5"}'
     '{"hf_model_min_free_bytes": 1000000000000000000}'
-    '{"model_repository_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm", "engine_args": {"max_num_batched_token": 1}}]}'
+    '{"triton_models": [{"name": "tiny_llm", "backend": "vllm", "weights": {"repo_id": "onprem-test/tiny-llm", "revision": "v1.0", "dir": "tiny-llm"}, "engine_args": {"max_num_batched_token": 1}}]}'
   )
   server_state() {
     docker exec "${host}" sh -c 'systemctl show -p MainPID --value triton-sandbox; readlink -f /opt/triton/repository/current;
@@ -232,13 +232,22 @@ deploy_refuses_bad_values() {
   done
   # One stage alone, by its tag, on the converged host: it finds what it needs, changes nothing.
   local tag
+  local -A stage_work=(
+    [container_engine]="onprem.triton.common : Install the packages, pinned (apt)"
+    [hf_model]="onprem.triton.hf_model : Start the downloads on the controller"
+  )
   for tag in container_engine triton_server model_repository hf_model; do
     log="${out}/tag-${tag}.log"
     if ! ansible-playbook site.yml -i inventories/sandbox --tags "${tag}" >"${log}" 2>&1; then
       echo "deploy: --tags ${tag} failed on the converged host (${log})"; tail -30 "${log}"; return 1
     fi
     deploy_unchanged "${log}" >/dev/null || { echo "deploy: --tags ${tag} changed the converged host (${log})"; return 1; }
-    echo "deploy: --tags ${tag} ran alone, nothing changed"
+    # The stage's work ran, not only its include (an include's own tags do not reach what it includes).
+    local work="${stage_work[${tag}]:-}"
+    if [[ -n "${work}" ]] && ! grep -qF "TASK [${work}]" "${log}"; then
+      echo "deploy: --tags ${tag} skipped its stage's work (no task '${work}' in ${log})"; return 1
+    fi
+    echo "deploy: --tags ${tag} ran alone${work:+ (its work too: ${work})}, nothing changed"
   done
   after="$(server_state)"
   if [[ "${before}" != "${after}" ]]; then

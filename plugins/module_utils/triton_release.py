@@ -194,7 +194,7 @@ def upgrade_findings(table, current, target, backend, models, driver_version=Non
                      known_branches=(), allow_forward_compat=True, refusal=None, kernel_modules=None, today=None):
     """What moving one host from release `current` to `target` implies, without changing anything.
 
-    backend: the host's image backend (vllm | trtllm); models: its model_repository_models;
+    backend: the host's image backend (vllm | trtllm); models: its served triton_models;
     driver_version: the running driver (None when unknown); planned_branch: the branch nvidia_driver
     would install with the inventory as it is; known_branches: the branches nvidia_driver knows for
     the host's OS and source, a list or {branch: [kernel-module flavours it offers]}; kernel_modules:

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # -*- coding: utf-8 -*-
 # SPDX-License-Identifier: Apache-2.0
 # Copyright: onprem.triton contributors
@@ -18,8 +17,9 @@ description:
     the TensorRT-LLM ensemble and its parts, the LLM-API C(model.yaml)) and parses every C(config.pbtxt)
     with Triton's own ModelConfig schema (C(tritonclient.grpc.model_config_pb2) with protobuf's
     text_format), checking what each backend requires.
-  - "Read-only; meant to run on the controller (C(delegate_to: localhost)), whose Python has tritonclient,
-    so the targets need nothing beyond the standard library. Bad input fails naming the variable."
+  - "An action plugin: it runs in the controller's own Ansible process (whose Python has jinja2 and tritonclient),
+    whatever the task's host or C(delegate_to); the targets need nothing. Read-only. Bad input fails naming the
+    variable. The code lives in C(plugins/plugin_utils/model_repository.py) and C(plugin_utils/model_catalog.py)."
 author:
   - onprem.triton contributors (@onprem-triton)
 requirements:
@@ -27,10 +27,20 @@ requirements:
   - tritonclient[grpc] (Triton's ModelConfig schema) and protobuf
 options:
   models:
-    description: The model list, as the role's C(model_repository_models) (see the role's README).
+    description:
+      - The model catalog, C(triton_models) (see the collection's README). Entries with C(serve=false)
+        are skipped; an entry with C(weights) is served from the copy I(synced) names for its folder.
     type: list
     elements: dict
     required: true
+  synced:
+    description:
+      - The weights the hf_model role installed, by folder name (its fact C(hf_model_synced), or the
+        same read from the host's links). Each entry's C(version_path) is what the model is served from,
+        so a new revision is a new generation and a rollback brings the previous weights back.
+      - A folder not listed is served from C(<models_dir>/<folder>).
+    type: dict
+    default: {}
   gpu_info:
     description: The host stack's C(nvidia_gpu_info) fact (C(gpus) with C(index) and C(memory_total_mib)).
     type: dict
@@ -213,72 +223,3 @@ trtllm_orchestrator:
   elements: str
   sample: ["llama70b"]
 """
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-try:
-    import jinja2  # noqa: F401  pylint: disable=unused-import
-    HAS_JINJA2 = True
-except ImportError:
-    HAS_JINJA2 = False
-
-try:
-    from tritonclient.grpc import model_config_pb2  # noqa: F401  pylint: disable=unused-import
-    HAS_TRITONCLIENT = True
-except ImportError:
-    HAS_TRITONCLIENT = False
-
-from ansible_collections.onprem.triton.plugins.module_utils.model_repository import (
-    ModelRepositoryError,
-    build_plan,
-    load_vllm_contract,
-)
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            models=dict(type="list", elements="dict", required=True),
-            gpu_info=dict(type="dict", default={}),
-            gpus=dict(type="list", elements="dict", default=[]),
-            gpu_memory_budget=dict(type="float", default=0.9),
-            templates_dir=dict(type="path", required=True),
-            models_dir=dict(type="str", default="/opt/models"),
-            server_models_dir=dict(type="str", default="/opt/models"),
-            engines_dir=dict(type="str", default="/opt/triton/engines"),
-            server_engines_dir=dict(type="str", default="/opt/triton/engines"),
-            trtllm_all_models_dir=dict(type="str", default="/opt/triton/trtllm_all_models"),
-            vllm_report_custom_metrics=dict(type="bool", default=True),
-            triton_release=dict(type="str", default="25.12"),
-            release_facts=dict(type="dict", default={}),
-            vllm_contracts_dir=dict(type="path", required=True),
-            instances=dict(type="list", elements="dict", default=[], options=dict(
-                name=dict(type="str", required=True),
-                gpus=dict(type="list", elements="int", required=True),
-                models=dict(type="list", elements="str", required=True),
-            )),
-            main_instance=dict(type="str", default="main"),
-        ),
-        supports_check_mode=True,
-    )
-    if not HAS_JINJA2:
-        module.fail_json(msg=missing_required_lib("jinja2"))
-    if not HAS_TRITONCLIENT:
-        module.fail_json(msg=missing_required_lib("tritonclient[grpc]"))
-    params = module.params
-    settings = dict((key, params[key]) for key in (
-        "models_dir", "server_models_dir", "engines_dir", "server_engines_dir", "gpu_memory_budget",
-        "vllm_report_custom_metrics", "instances", "main_instance"))
-    try:
-        settings["release"] = params["release_facts"] or None
-        if any(isinstance(model, dict) and model.get("backend") == "vllm" for model in params["models"]):
-            settings["vllm_contract"] = load_vllm_contract(params["vllm_contracts_dir"], params["triton_release"])
-        result = build_plan(params["models"], params["gpu_info"], params["gpus"], settings,
-                            params["templates_dir"], params["trtllm_all_models_dir"])
-    except ModelRepositoryError as error:
-        module.fail_json(msg=str(error), variable=error.variable)
-    module.exit_json(changed=False, **result)
-
-
-if __name__ == "__main__":
-    main()

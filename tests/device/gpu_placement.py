@@ -5,7 +5,7 @@ tests/unit/plugins/module_utils/test_recorded_gpu_placement.py re-checks that re
 
 1. The GPU table is read from the machine (nvidia-smi, as the nvidia_gpu_info fact gives it).
 2. An OVERCOMMITTED plan (OVERCOMMIT_YAML) goes through the collection's own code
-   (plugins/module_utils/model_repository.py: load_vllm_contract + build_plan, with the settings
+   (plugins/plugin_utils/model_repository.py: load_vllm_contract + build_plan, with the settings
    roles/model_repository/tasks/preflight.yml passes): it must be refused with a
    ModelRepositoryError naming the models and the numbers, before anything is written or
    started; nvidia-smi must then show no process on any GPU.
@@ -85,7 +85,7 @@ model_repository_server_engines_dir: /opt/engines
 model_repository_vllm_report_custom_metrics: true
 """
 INVENTORY_YAML = HOST_VARS + """\
-model_repository_models:
+triton_models:
   - name: chat_gpu0            # pinned to GPU 0 with an explicit share
     backend: vllm
     model_path: /opt/models/chat_gpu0
@@ -108,7 +108,7 @@ model_repository_models:
 
 # The same host with GPU 0 overcommitted: 0.6 + 0.45 = 1.05 of it, over the budget 0.9.
 OVERCOMMIT_YAML = HOST_VARS + """\
-model_repository_models:
+triton_models:
   - name: chat_gpu0
     backend: vllm
     model_path: /opt/models/chat_gpu0
@@ -134,9 +134,9 @@ APPS_FIELDS = "pid,gpu_uuid,used_memory"
 
 
 def model_repository():
-    """plugins/module_utils/model_repository.py, imported by path (no ansible needed)."""
+    """plugins/plugin_utils/model_repository.py, imported by path (no ansible needed)."""
     spec = importlib.util.spec_from_file_location(
-        "onprem_triton_model_repository", ROOT / "plugins" / "module_utils" / "model_repository.py")
+        "onprem_triton_model_repository", ROOT / "plugins" / "plugin_utils" / "model_repository.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -212,7 +212,7 @@ def plan_of(inventory_yaml, gpu_info, mr, server_models_dir=None, parameters=Non
     added to every model's config.pbtxt parameters."""
     import yaml  # pylint: disable=import-outside-toplevel
     inventory = yaml.safe_load(inventory_yaml)
-    models = inventory["model_repository_models"]
+    models = inventory["triton_models"]
     if parameters:
         models = [dict(model, parameters=dict(model.get("parameters") or {}, **parameters)) for model in models]
     return mr.build_plan(models, gpu_info, inventory.get("model_repository_gpus"),

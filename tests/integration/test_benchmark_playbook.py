@@ -88,7 +88,7 @@ def inventory(tmp_path, model_dir, models=None):
         "children": {"triton_servers": {
             "hosts": {"gpu-a": dict(host), "gpu-b": dict(host)},
             "vars": {"triton_server_http_port": PORTS["http_port"], "triton_server_grpc_port": PORTS["grpc_port"],
-                     "model_repository_models": models or [{"name": "demo", "backend": "vllm", "model_path": str(model_dir)}],
+                     "triton_models": models or [{"name": "demo", "backend": "vllm", "model_path": str(model_dir)}],
                      "benchmark_concurrency": [1, 2], "benchmark_request_count": 12, "benchmark_warmup_request_count": 1,
                      "benchmark_input_tokens": 24, "benchmark_output_tokens": 8,
                      "benchmark_gpu_metrics_url": "http://127.0.0.1:%d/metrics" % PORTS["metrics_port"]}}}}}

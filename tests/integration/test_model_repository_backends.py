@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from tests.fixtures.triton.server import TritonServer, lay_out_repository
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -42,7 +42,9 @@ BAD_VALUES = [
     ({"container_engine_log_max_file": 0}, "container_engine_log_max_file"),
     ({"nvidia_container_toolkit_version": "latest"}, "nvidia_container_toolkit_version"),
     # stage 3, weights
-    ({"hf_model_models": []}, "hf_model_models"),
+    ({"triton_models": [{"name": "tiny_llm", "backend": "vllm", "weights": {"repo_id": "no-owner"}}]},
+     "triton_models[0].weights.repo_id"),
+    ({"hf_model_models": [{"name": "tiny-llm", "repo_id": "onprem-test/tiny-llm"}]}, "hf_model_models"),
     ({"hf_model_dir": "models"}, "hf_model_dir"),
     ({"hf_model_fanout": "bogus"}, "hf_model_fanout"),
     ({"hf_model_endpoint": "ftp://mirror.example"}, "hf_model_endpoint"),
@@ -50,11 +52,11 @@ BAD_VALUES = [
     # stage 4, repository
     ({"model_repository_root": "/"}, "model_repository_root"),
     ({"model_repository_keep_generations": 0}, "model_repository_keep_generations"),
-    ({"model_repository_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm",
-                                   "engine_args": {"max_num_batched_token": 512}}]},
-     "model_repository_models[0].engine_args.max_num_batched_token"),
-    ({"model_repository_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm",
-                                   "gpus": [5]}]}, "model_repository_models[0].gpus"),
+    ({"triton_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm",
+                         "engine_args": {"max_num_batched_token": 512}}]},
+     "triton_models[0].engine_args.max_num_batched_token"),
+    ({"triton_models": [{"name": "tiny_llm", "backend": "vllm", "model_path": "/opt/models/tiny-llm",
+                         "gpus": [5]}]}, "triton_models[0].gpus"),
     # stage 5, server
     ({"triton_server_http_address": "999.1.1.1"}, "triton_server_http_address"),
     ({"triton_server_extra_args": "--foo"}, "triton_server_extra_args"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from ansible_collections.onprem.triton.plugins.module_utils import triton_release as tr
 from tests.fixtures.triton.server import TritonServer, lay_out_repository
 from tests.integration.test_model_repository_backends import stream

@@ -44,7 +44,7 @@ def _run(tmp_path, variables):
     playbook.write_text(PLAY % {"repo": REPO}, encoding="utf-8")
     extra = tmp_path / "vars.json"
     base = {"ansible_python_interpreter": sys.executable, "model_repository_gpus": [{"index": 0, "memory_total_mib": 81559}],
-            "model_repository_models": [TRT]}
+            "triton_models": [TRT]}
     extra.write_text(json.dumps(dict(base, **variables)), encoding="utf-8")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"), ANSIBLE_NOCOLOR="1")
     run = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-c", "local", "-i", "localhost,",
@@ -85,12 +85,12 @@ def test_everything_follows_triton_release(tmp_path, variables, server, driver, 
 @pytest.mark.parametrize("variables, expected", [
     ({"triton_release": "26.99"},
      ["model_repository_triton_release: Triton release '26.99' is not in the release table (known: 26.08, 26.07, 25.12"]),
-    ({"triton_release": "26.07", "model_repository_models": [dict(TRT, trtllm={"layout": "inflight_batcher"})]},
-     ["model_repository_models[0].trtllm.layout: layout 'inflight_batcher' is deprecated in TensorRT-LLM 1.2.1",
+    ({"triton_release": "26.07", "triton_models": [dict(TRT, trtllm={"layout": "inflight_batcher"})]},
+     ["triton_models[0].trtllm.layout: layout 'inflight_batcher' is deprecated in TensorRT-LLM 1.2.1",
       "layouts offered: llmapi"]),
     ({"triton_release": "26.08"},
-     ["model_repository_models[0].backend: trtllm is not offered by Triton release 26.08"]),
-    ({"triton_release": "25.10", "model_repository_models": [{"name": "v", "backend": "vllm", "hf_repo_id": "o/v"}]},
+     ["triton_models[0].backend: trtllm is not offered by Triton release 26.08"]),
+    ({"triton_release": "25.10", "triton_models": [{"name": "v", "backend": "vllm", "hf_repo_id": "o/v"}]},
      ["model_repository_triton_release: no vLLM table for Triton release '25.10'"]),
 ])
 def test_what_the_release_does_not_offer_is_refused_by_name(tmp_path, variables, expected):

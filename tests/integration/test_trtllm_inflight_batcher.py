@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """TensorRT-LLM 1.1.0 in-flight batching layout on the REAL tritonserver 2.51.
 
-The repository is rendered by the role's own code (module_utils/model_repository.py
+The repository is rendered by the role's own code (plugin_utils/model_repository.py
 build_plan, from inventory-style variables) and the python models are copied in as the role
 copies them out of the TRT-LLM image, here from the contract doubles under
 tests/fixtures/triton (they enforce the upstream 1.1.0 rules, see each file's docstring).
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from tests.fixtures.triton.server import TritonServer, lay_out_repository
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ HTTP, GRPC, METRICS = 18750, 18751, 18752
 INVENTORY = """
 model_repository_gpus:
   - {index: 0, memory_total_mib: 81559}
-model_repository_models:
+triton_models:
   - name: llama
     backend: tensorrtllm
     model_path: "{models}/llama"
@@ -53,7 +53,7 @@ def build(tmp_path):
     settings = {"models_dir": str(tmp_path / "models"), "server_models_dir": str(tmp_path / "models"),
                 "engines_dir": str(tmp_path / "engines"), "server_engines_dir": str(tmp_path / "engines"),
                 "gpu_memory_budget": 0.9}
-    plan = mr.build_plan(variables["model_repository_models"], {}, variables["model_repository_gpus"], settings,
+    plan = mr.build_plan(variables["triton_models"], {}, variables["model_repository_gpus"], settings,
                          str(TEMPLATES), str(ALL_MODELS))
     return lay_out_repository(plan, tmp_path / "repository"), plan
 

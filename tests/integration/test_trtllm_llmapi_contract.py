@@ -15,7 +15,7 @@ import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from ansible_collections.onprem.triton.plugins.modules import triton_model_repository as install_module
 from tests.fixtures.triton.server import TritonServer
 
@@ -24,7 +24,7 @@ TEMPLATES = ROOT / "roles" / "model_repository" / "templates"
 ALL_MODELS = ROOT / "tests" / "fixtures" / "triton" / "trtllm_all_models"
 GPUS = [{"index": 0, "memory_total_mib": 81559}]
 INVENTORY = """
-model_repository_models:
+triton_models:
   - name: chat
     backend: tensorrtllm
     model_path: {models}/chat
@@ -87,7 +87,7 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("llmapi")
     (tmp / "models" / "chat").mkdir(parents=True)
     (tmp / "models" / "chat" / "config.json").write_text("{}")
-    models = yaml.safe_load(INVENTORY.format(models=tmp / "models"))["model_repository_models"]
+    models = yaml.safe_load(INVENTORY.format(models=tmp / "models"))["triton_models"]
     settings = {"models_dir": str(tmp / "models"), "server_models_dir": str(tmp / "models"),
                 "engines_dir": str(tmp / "engines"), "server_engines_dir": str(tmp / "engines"),
                 "gpu_memory_budget": 0.9}

@@ -23,14 +23,14 @@ INVENTORY = {
         "children": {"triton_servers": {"children": {
             "triton_vllm": {"hosts": {"gpu-vllm-01": {
                 "triton_server_backend": "vllm",
-                "model_repository_models": [
+                "triton_models": [
                     {"name": "chat", "backend": "vllm", "hf_repo_id": "o/chat", "engine_args": {"max_model_len": 4096}},
                     # accepted by vLLM 0.11.1 (25.12), gone in 0.24.0 (26.07)
                     {"name": "old", "backend": "vllm", "hf_repo_id": "o/old", "engine_args": {"swap_space": 4},
                      "gpu_memory_utilization": 0.3}]}}},
             "triton_trtllm": {"hosts": {"gpu-trtllm-01": {
                 "triton_server_backend": "trtllm",
-                "model_repository_models": [{"name": "mistral", "backend": "tensorrtllm", "hf_repo_id": "o/m"}]}}},
+                "triton_models": [{"name": "mistral", "backend": "tensorrtllm", "hf_repo_id": "o/m"}]}}},
         }}},
     }
 }
@@ -62,7 +62,7 @@ def test_the_report_from_25_12_to_26_07(tmp_path):
         " nvidia_driver_kernel_modules to open (the only modules branch 615 offers) (610: 2026-08 past its end of"
         " life on 2026-11-30)",
         "gpu-vllm-01 | model | chat | re-rendered and reloaded: model.json checked against vLLM 0.24.0 (was 0.11.1)",
-        "gpu-vllm-01 | variable | model_repository_models[1].engine_args.swap_space | refused by the model_repository"
+        "gpu-vllm-01 | variable | triton_models[1].engine_args.swap_space | refused by the model_repository"
         " preflight",
         "gpu-trtllm-01 | image | 25.12-trtllm-python-py3 -> 26.07-trtllm-python-py3 |",
         "gpu-trtllm-01 | driver | nvidia_driver_branch 590 | ok (branch R590 meets 590.44.01",

@@ -16,7 +16,7 @@ import yaml
 
 from ansible_collections.onprem.triton.plugins.module_utils import nvidia
 from ansible_collections.onprem.triton.plugins.module_utils import triton_release as tr
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 from ansible_collections.onprem.triton.plugins.lookup.triton_releases import load_table
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -135,10 +135,10 @@ def test_trtllm_layouts_per_release(release, default, offered):
 
 def test_a_deprecated_layout_is_refused_with_the_reason():
     with pytest.raises(tr.TritonReleaseError) as error:
-        tr.check_layout(tr.release_entry(TABLE, "26.07"), "inflight_batcher", "model_repository_models[0].trtllm.layout",
+        tr.check_layout(tr.release_entry(TABLE, "26.07"), "inflight_batcher", "triton_models[0].trtllm.layout",
                         "model_repository_triton_release")
     message = str(error.value)
-    assert error.value.variable == "model_repository_models[0].trtllm.layout"
+    assert error.value.variable == "triton_models[0].trtllm.layout"
     assert "'inflight_batcher' is deprecated in TensorRT-LLM 1.2.1" in message and "layouts offered: llmapi" in message
 
 
@@ -167,20 +167,20 @@ def test_25_12_lets_the_inventory_choose_the_layout():
 def test_26_07_refuses_the_engine_layout():
     with pytest.raises(mr.ModelRepositoryError) as error:
         _normalize("26.07", dict(TRT, trtllm={"layout": "inflight_batcher", "build": True}))
-    assert error.value.variable == "model_repository_models[0].trtllm.layout"
+    assert error.value.variable == "triton_models[0].trtllm.layout"
     assert "model_repository_triton_release" in str(error.value)
 
 
 def test_the_llmapi_layout_builds_no_engine():
     with pytest.raises(mr.ModelRepositoryError) as error:
         _normalize("25.12", dict(TRT, model_path="/opt/models/m", hf_repo_id=None, trtllm={"layout": "llmapi", "build": True}))
-    assert error.value.variable == "model_repository_models[0].trtllm.build"
+    assert error.value.variable == "triton_models[0].trtllm.build"
 
 
 def test_26_08_refuses_tensorrtllm_naming_the_backend():
     with pytest.raises(mr.ModelRepositoryError) as error:
         _normalize("26.08", dict(TRT))
-    assert error.value.variable == "model_repository_models[0].backend"
+    assert error.value.variable == "triton_models[0].backend"
     assert "not offered by Triton release 26.08" in str(error.value)
     assert "model_repository_triton_release" in str(error.value)
 
@@ -199,8 +199,8 @@ def test_each_vllm_contract_is_the_vllm_of_its_release(name):
 
 
 @pytest.mark.parametrize("engine_args, variable", [
-    ({"swap_space": 4}, "model_repository_models[0].engine_args.swap_space"),       # gone in vLLM 0.24.0
-    ({"quantization": "gguf"}, "model_repository_models[0].engine_args.quantization"),
+    ({"swap_space": 4}, "triton_models[0].engine_args.swap_space"),       # gone in vLLM 0.24.0
+    ({"quantization": "gguf"}, "triton_models[0].engine_args.quantization"),
 ])
 def test_what_25_12_accepts_and_26_07_refuses(engine_args, variable):
     model = {"name": "v", "backend": "vllm", "hf_repo_id": "o/v", "engine_args": engine_args}
@@ -285,8 +285,8 @@ def test_every_release_renders_what_it_offers_and_refuses_the_rest(release, back
         result = mr.build_plan([_model(backend, layout)], H100, None, settings, TEMPLATES, "/opt/triton/all_models/x")
     except mr.ModelRepositoryError as error:
         assert not offered, str(error)
-        assert error.variable in ("model_repository_triton_release", "model_repository_models[0].backend",
-                                  "model_repository_models[0].trtllm.layout"), str(error)
+        assert error.variable in ("model_repository_triton_release", "triton_models[0].backend",
+                                  "triton_models[0].trtllm.layout"), str(error)
         return
     assert offered, "%s rendered %s %s, which the table does not offer" % (release, backend, layout)
     configs = [path for path in result["files"] if path.endswith("config.pbtxt")]

@@ -47,7 +47,7 @@ NO_DATA_HERE = {
 # A catalog for the drift playbook (the scenario serves a repository published by plain tasks).
 DRIFT_CATALOG = {
     "model_repository_root": "/srv/triton/repository",
-    "model_repository_models": [{"name": "demo", "backend": "vllm", "model_path": "/opt/models/demo"}],
+    "triton_models": [{"name": "demo", "backend": "vllm", "model_path": "/opt/models/demo"}],
     "model_repository_gpus": [{"index": 0, "memory_total_mib": 24576}],
 }
 

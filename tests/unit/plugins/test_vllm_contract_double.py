@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROOT = Path(__file__).resolve().parents[3]
 DOUBLE = ROOT / "tests" / "fixtures" / "triton" / "backends" / "vllm"

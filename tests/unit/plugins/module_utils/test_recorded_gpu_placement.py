@@ -40,7 +40,9 @@ def _gpu_info(device):
 def test_the_plan_that_ran_is_the_collections_plan_today(device, recorded):
     mr = device.model_repository()
     plan = device.plan_of(device.INVENTORY_YAML, _gpu_info(device), mr)
-    assert recorded["plan"]["inventory_yaml"] == device.INVENTORY_YAML
+    # Recorded before the model catalog renamed the list (model_repository_models -> triton_models).
+    assert recorded["plan"]["inventory_yaml"].replace("\nmodel_repository_models:\n", "\ntriton_models:\n") \
+        == device.INVENTORY_YAML
     assert plan["gpu_plan"] == recorded["plan"]["gpu_plan"]
     assert [(g["index"], g["total_share"], g["models"]) for g in plan["gpu_plan"]] == [
         (0, 0.9, {"chat_gpu0": 0.5, "embed_gpu0": 0.4}), (1, 0.2782, {"chat_gpu1": 0.2782})]
@@ -71,7 +73,8 @@ def test_the_overcommitted_plan_was_refused_before_anything_started(device, reco
     with pytest.raises(mr.ModelRepositoryError) as error:
         device.plan_of(device.OVERCOMMIT_YAML, _gpu_info(device), mr)
     entry = recorded["overcommit"]
-    assert entry["refused"] and str(error.value) == entry["message"]
+    # Recorded on the H200 before the model catalog: the variable was then model_repository_models.
+    assert entry["refused"] and str(error.value) == entry["message"].replace("model_repository_models:", "triton_models:", 1)
     assert "chat_gpu0 0.60 (86262 MiB), embed_gpu0 0.45 (64696 MiB) add up to 1.05" in entry["message"]
     assert entry["processes_before"] == [] and not entry["repository_written"]
     assert device.parse_apps(_text("nvidia_smi_compute_apps_overcommit.csv")) == []

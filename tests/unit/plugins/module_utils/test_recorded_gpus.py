@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "nvidia")
 ROLE = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "model_repository")

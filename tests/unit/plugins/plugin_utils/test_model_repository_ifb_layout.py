@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 TEMPLATES = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "templates")
 SETTINGS = {"models_dir": "/opt/models", "server_models_dir": "/models", "engines_dir": "/opt/triton/engines",
@@ -52,15 +52,15 @@ def test_a_second_inflight_batching_model_is_refused_by_name():
     second = dict(LLAMA, name="mistral", model_path="/opt/models/mistral")
     with pytest.raises(mr.ModelRepositoryError) as error:
         rendered([LLAMA, dict(LLAMA, name="chat", trtllm={"layout": "llmapi"}), second])
-    assert error.value.variable == "model_repository_models[2]"
-    assert "'mistral'" in str(error.value) and "model_repository_models[0]" in str(error.value)
+    assert error.value.variable == "triton_models[2]"
+    assert "'mistral'" in str(error.value) and "triton_models[0]" in str(error.value)
     assert "preprocessing and postprocessing" in str(error.value)
 
 
 def test_a_model_named_like_a_fixed_part_is_refused():
     with pytest.raises(mr.ModelRepositoryError) as error:
         rendered([LLAMA, dict(LLAMA, name="postprocessing", trtllm={"layout": "llmapi"})])
-    assert error.value.variable == "model_repository_models[1].name"
+    assert error.value.variable == "triton_models[1].name"
 
 
 @pytest.mark.parametrize("path, old, message", [
@@ -80,7 +80,7 @@ def test_validation_refuses_what_trtllm_1_1_0_refuses(path, old, message):
     files[path] = files[path].replace(old, old.replace('"', '"renamed_', 1))
     with pytest.raises(mr.ModelRepositoryError) as error:
         mr.validate(models, files)
-    assert error.value.variable == "model_repository_models[0]" and message in str(error.value)
+    assert error.value.variable == "triton_models[0]" and message in str(error.value)
 
 
 def test_validation_refuses_an_extra_postprocessing_input():

@@ -16,7 +16,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROOT = Path(__file__).resolve().parents[4]
 TEMPLATES = ROOT / "roles" / "model_repository" / "templates"
@@ -101,7 +101,7 @@ def test_validation_refuses_model_yaml_disagreeing_on_decoupled():
 
 def test_llmapi_args_cannot_override_triton_config():
     with pytest.raises(mr.ModelRepositoryError,
-                       match=r"model_repository_models\[0\]\.trtllm\.llmapi_args\.triton_config: is rendered from"):
+                       match=r"triton_models\[0\]\.trtllm\.llmapi_args\.triton_config: is rendered from"):
         plan([llmapi(llmapi_args={"triton_config": {"decoupled": False, "max_batch_size": 0}})])
 
 
@@ -111,7 +111,7 @@ def test_unknown_family_is_refused_in_preflight():
     model = {"name": "phi", "backend": "tensorrtllm", "model_path": "/opt/models/phi", "gpus": [0],
              "trtllm": {"build": True, "model_family": "phi3"}}
     with pytest.raises(mr.ModelRepositoryError,
-                       match=r"model_repository_models\[0\]\.trtllm\.model_family: no convert_checkpoint.py flags "
+                       match=r"triton_models\[0\]\.trtllm\.model_family: no convert_checkpoint.py flags "
                              r"known for 'phi3' \(known: gemma, llama, mistral, qwen\)"):
         plan([model])
 
@@ -226,7 +226,7 @@ def test_plan_writes_the_free_memory_fraction_into_both_layouts():
 
 
 def test_weights_larger_than_the_share_name_the_variable():
-    with pytest.raises(mr.ModelRepositoryError, match=r"model_repository_models\[0\]\.trtllm\.weights_mib"):
+    with pytest.raises(mr.ModelRepositoryError, match=r"triton_models\[0\]\.trtllm\.weights_mib"):
         plan([{"name": "b", "backend": "tensorrtllm", "model_path": "/opt/models/b", "gpus": [0],
                "gpu_memory_utilization": 0.2, "trtllm": {"weights_mib": 20000}}])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROLE = Path(__file__).resolve().parents[4] / "roles" / "model_repository"
 CONTRACT = mr.load_vllm_contract(str(ROLE / "files" / "vllm_contract"), "25.12")
@@ -103,7 +103,7 @@ def test_a_model_default_gpus_are_those_of_its_instance():
     ([INSTANCES[0], {"name": "other", "gpus": [3], "models": ["small"]}], "model_repository_instances[1].gpus",
      "GPU 3 is already given to server instance 'tp23'"),
     ([dict(INSTANCES[0], models=[])], "model_repository_instances[0].models", "non-empty list"),
-    ([dict(INSTANCES[0], models=["huge"])], "model_repository_instances[0].models", "'huge' is not a model"),
+    ([dict(INSTANCES[0], models=["huge"])], "model_repository_instances[0].models", "'huge' is not a served model"),
     ([INSTANCES[0], {"name": "other", "gpus": [1], "models": ["big"]}], "model_repository_instances[1].models",
      "already served by instance 'tp23'"),
     ([dict(INSTANCES[0], gpus=[0, 1, 2, 3])], "model_repository_instances", "none is left for the main instance"),
@@ -117,14 +117,14 @@ def test_bad_instances_are_refused(instances, variable, words):
 def test_a_model_outside_its_instance_gpus_is_refused():
     pinned_small = dict(MODELS[0], gpus=[0], tensor_parallel_size=1)
     error = refused([pinned_small, MODELS[1]], [dict(INSTANCES[0], gpus=[3])])
-    assert error.variable == "model_repository_models[1].gpus"
+    assert error.variable == "triton_models[1].gpus"
     assert "not seen by server instance 'tp23'" in str(error) and "sees only GPU(s) [3]" in str(error)
     # and a main model on an instance's GPU: the main container no longer sees it
     error = refused(instances=[{"name": "tp23", "gpus": [1, 2, 3], "models": ["big"]}])
-    assert error.variable == "model_repository_models[0].gpus" and "server instance 'main'" in str(error)
+    assert error.variable == "triton_models[0].gpus" and "server instance 'main'" in str(error)
 
 
 def test_a_subset_in_the_main_instance_still_names_the_way_out():
     error = refused(instances=[])
-    assert error.variable == "model_repository_models[0].gpus"
+    assert error.variable == "triton_models[0].gpus"
     assert "model_repository_instances: [{name: ..., gpus: [0, 1], models: [small]}]" in str(error)

@@ -16,6 +16,11 @@ import json
 import os
 import re
 
+from ansible_collections.onprem.triton.plugins.plugin_utils.model_catalog import (
+    CATALOG_VAR,
+    ModelCatalogError,
+    served_models,
+)
 from ansible_collections.onprem.triton.plugins.module_utils.triton_release import (
     MODEL_BACKEND_IMAGE,
     TritonReleaseError,
@@ -24,7 +29,7 @@ from ansible_collections.onprem.triton.plugins.module_utils.triton_release impor
     image,
 )
 
-VAR = "model_repository_models"
+VAR = CATALOG_VAR
 BACKENDS = ("vllm", "tensorrtllm")
 TRTLLM_LAYOUTS = ("inflight_batcher", "llmapi")
 BATCHING_STRATEGIES = ("V1", "inflight_batching", "inflight_fused_batching")
@@ -325,10 +330,10 @@ def plan_instances(instances, models, gpus, main_name="main"):
             taken[gpu] = name
         served = raw.get("models")
         if not isinstance(served, list) or not served:
-            raise ModelRepositoryError(where + ".models", "must be a non-empty list of names of model_repository_models")
+            raise ModelRepositoryError(where + ".models", "must be a non-empty list of names of served models of %s" % VAR)
         for model_name in served:
             if model_name not in declared:
-                raise ModelRepositoryError(where + ".models", "%r is not a model of model_repository_models (known: %s)"
+                raise ModelRepositoryError(where + ".models", ("%r is not a served model of " + VAR + " (known: %s)")
                                            % (model_name, ", ".join(str(d) for d in declared)))
             if model_name in owner:
                 raise ModelRepositoryError(where + ".models", "%r is already served by instance %r"
@@ -362,7 +367,10 @@ def normalize_models(models, gpus, settings):
     main = [view for view in views.values() if view["main"]][0]
     seen = {}
     result = []
-    for index, raw in enumerate(models):
+    # Positions in the catalog (triton_models), which also holds entries that are not served.
+    indices = settings.get("catalog_indices") or list(range(len(models)))
+    for position, raw in enumerate(models):
+        index = indices[position]
         if not isinstance(raw, dict):
             raise ModelRepositoryError(_var(index), "must be a dict, got %s" % type(raw).__name__)
         _check_keys(raw, index, MODEL_KEYS)
@@ -1017,10 +1025,23 @@ def engine_fingerprint(model):
             "settings": dict((key, trt[key]) for key in keys)}
 
 
-def build_plan(models, gpu_info, gpu_override, settings, templates_dir, all_models_dir):
+def serving_list(catalog, synced, models_dir):
+    """The served entries of the catalog (triton_models) with their model_path, and the settings
+    that name each by its catalog position."""
+    try:
+        pairs = served_models(catalog, synced, models_dir)
+    except ModelCatalogError as error:
+        raise ModelRepositoryError(error.variable, error.message)
+    return [model for _index, model in pairs], [index for index, _model in pairs]
+
+
+def build_plan(catalog, gpu_info, gpu_override, settings, templates_dir, all_models_dir, synced=None):
     """Everything the role needs from the controller, in one call: the main server instance's
     repository at the top level, each other instance's (model_repository_instances) under
-    "instances"; the GPU memory plan covers every instance (they share the host's GPUs)."""
+    "instances"; the GPU memory plan covers every instance (they share the host's GPUs).
+    catalog: triton_models; synced: hf_model_synced (folder name -> version_path)."""
+    models, indices = serving_list(catalog, synced, settings.get("models_dir", "/opt/models"))
+    settings = dict(settings, catalog_indices=indices)
     gpus = gpu_table(gpu_info, gpu_override)
     normalized = normalize_models(models, gpus, settings)
     plan = plan_gpu_memory(normalized, gpus, settings.get("gpu_memory_budget", 0.9))

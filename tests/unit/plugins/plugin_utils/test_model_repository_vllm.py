@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 ROLE = Path(__file__).resolve().parents[4] / "roles" / "model_repository"
 CONTRACT = mr.load_vllm_contract(str(ROLE / "files" / "vllm_contract"), "25.12")
@@ -84,7 +84,7 @@ def test_multi_gpu_model_on_every_gpu_is_kind_model():
 ])
 def test_multi_gpu_model_on_a_subset_is_refused(model):
     error = refused([model])
-    assert error.variable == "model_repository_models[0].gpus"
+    assert error.variable == "triton_models[0].gpus"
     message = str(error)
     assert "first 2 GPUs the container sees ([0, 1])" in message
     assert "server instance of its own that sees only those GPUs (model_repository_instances" in message
@@ -92,7 +92,7 @@ def test_multi_gpu_model_on_a_subset_is_refused(model):
 
 def test_multi_gpu_model_must_use_all_its_gpus():
     error = refused([vllm(gpus=[0, 1, 2, 3], tensor_parallel_size=2)])
-    assert error.variable == "model_repository_models[0].gpus" and "2 x 1 = 2" in str(error)
+    assert error.variable == "triton_models[0].gpus" and "2 x 1 = 2" in str(error)
 
 
 # --- memory plan: N instances take N shares --------------------------------------------------
@@ -101,7 +101,7 @@ def test_instance_count_overcommits_a_gpu():
     error = refused([vllm(gpus=[0], tensor_parallel_size=1, gpu_memory_utilization=0.3, instance_count=3,
                           name="triple"),
                      vllm(gpus=[0], tensor_parallel_size=1, gpu_memory_utilization=0.2, name="other", hf_repo_id="o/n")])
-    assert error.variable == "model_repository_models"
+    assert error.variable == "triton_models"
     assert "GPU 0" in str(error) and "triple 0.30 x 3 instances" in str(error) and "1.10" in str(error)
 
 
@@ -123,7 +123,7 @@ def test_automatic_shares_count_instances():
     ({"pipeline_parallel_size": 0}, "engine_args.pipeline_parallel_size"),
 ])
 def test_engine_args_outside_the_pinned_vllm_are_refused(engine_args, variable):
-    assert refused([vllm(engine_args=engine_args)]).variable == "model_repository_models[0].%s" % variable
+    assert refused([vllm(engine_args=engine_args)]).variable == "triton_models[0].%s" % variable
 
 
 def test_the_message_says_why():
@@ -134,7 +134,7 @@ def test_the_message_says_why():
 
 def test_lora_rank_outside_vllms_literal_is_refused():
     error = refused([vllm(lora={"adapters": {"sql": "/opt/models/sql"}, "max_lora_rank": 24})])
-    assert error.variable == "model_repository_models[0].lora.max_lora_rank"
+    assert error.variable == "triton_models[0].lora.max_lora_rank"
     assert "1, 8, 16, 32, 64, 128, 256, 320, 512" in str(error)
 
 

@@ -11,7 +11,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from ansible_collections.onprem.triton.plugins.module_utils import model_repository as mr
+from ansible_collections.onprem.triton.plugins.plugin_utils import model_repository as mr
 
 TEMPLATES = str(Path(__file__).resolve().parents[4] / "roles" / "model_repository" / "templates")
 SETTINGS = {"models_dir": "/opt/models", "server_models_dir": "/models", "engines_dir": "/opt/triton/engines",
@@ -141,7 +141,7 @@ def test_overcommit_names_models_and_numbers():
               {"name": "b", "backend": "vllm", "hf_repo_id": "org/b", "gpus": [1, 2], "tensor_parallel_size": 1,
                "gpu_memory_utilization": 0.5}])
     message = str(error.value)
-    assert error.value.variable == "model_repository_models"
+    assert error.value.variable == "triton_models"
     assert "GPU 1" in message and "a 0.60" in message and "b 0.50" in message and "1.10" in message
     assert "budget is 0.90" in message
 
@@ -153,46 +153,46 @@ def test_no_room_left_for_an_automatic_share():
 
 
 @pytest.mark.parametrize("models,variable", [
-    ([], "model_repository_models"),
-    ([{"name": "x y", "backend": "vllm", "hf_repo_id": "o/x"}], "model_repository_models[0].name"),
-    ([{"name": "x", "backend": "onnx", "hf_repo_id": "o/x"}], "model_repository_models[0].backend"),
-    ([{"name": "x", "backend": "vllm"}], "model_repository_models[0].model_path"),
-    ([{"name": "x", "backend": "vllm", "model_path": "relative"}], "model_repository_models[0].model_path"),
-    ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpus": [7]}], "model_repository_models[0].gpus"),
+    ([], "triton_models"),
+    ([{"name": "x y", "backend": "vllm", "hf_repo_id": "o/x"}], "triton_models[0].name"),
+    ([{"name": "x", "backend": "onnx", "hf_repo_id": "o/x"}], "triton_models[0].backend"),
+    ([{"name": "x", "backend": "vllm"}], "triton_models[0]"),  # says nowhere its weights come from
+    ([{"name": "x", "backend": "vllm", "model_path": "relative"}], "triton_models[0].model_path"),
+    ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpus": [7]}], "triton_models[0].gpus"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpus": [0], "tensor_parallel_size": 2}],
-     "model_repository_models[0].tensor_parallel_size"),
+     "triton_models[0].tensor_parallel_size"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "gpu_memory_utilization": 1.5}],
-     "model_repository_models[0].gpu_memory_utilization"),
+     "triton_models[0].gpu_memory_utilization"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"disable_log_requests": True}}],
-     "model_repository_models[0].engine_args.disable_log_requests"),
+     "triton_models[0].engine_args.disable_log_requests"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"hf_token": "hf_secret"}}],
-     "model_repository_models[0].engine_args.hf_token"),
+     "triton_models[0].engine_args.hf_token"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"quantization": "magic"}}],
-     "model_repository_models[0].engine_args.quantization"),
+     "triton_models[0].engine_args.quantization"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "engine_args": {"model": "o/y"}}],
-     "model_repository_models[0].engine_args.model"),
+     "triton_models[0].engine_args.model"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "inputs": ["text_input", "prompt"]}],
-     "model_repository_models[0].inputs"),
+     "triton_models[0].inputs"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "lora": {"adapters": {}}}],
-     "model_repository_models[0].lora.adapters"),
-    ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "max_batch": 4}], "model_repository_models[0].max_batch"),
+     "triton_models[0].lora.adapters"),
+    ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x", "max_batch": 4}], "triton_models[0].max_batch"),
     ([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x"}, {"name": "x", "backend": "vllm", "hf_repo_id": "o/y"}],
-     "model_repository_models[1].name"),
+     "triton_models[1].name"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "trtllm": {"batching_strategy": "dynamic"}}],
-     "model_repository_models[0].trtllm.batching_strategy"),
+     "triton_models[0].trtllm.batching_strategy"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "trtllm": {"max_batch_size": 0}}],
-     "model_repository_models[0].trtllm.max_batch_size"),
+     "triton_models[0].trtllm.max_batch_size"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "trtllm": {"kv_fraction": 0.5}}],
-     "model_repository_models[0].trtllm.kv_fraction"),
+     "triton_models[0].trtllm.kv_fraction"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "trtllm": {"batch_scheduler_policy": "fifo"}}],
-     "model_repository_models[0].trtllm.batch_scheduler_policy"),
+     "triton_models[0].trtllm.batch_scheduler_policy"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m", "engine_args": {"dtype": "half"}}],
-     "model_repository_models[0].engine_args"),
+     "triton_models[0].engine_args"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m"},
-      {"name": "preprocessing", "backend": "vllm", "hf_repo_id": "o/y"}], "model_repository_models[1].name"),
+      {"name": "preprocessing", "backend": "vllm", "hf_repo_id": "o/y"}], "triton_models[1].name"),
     ([{"name": "x", "backend": "tensorrtllm", "model_path": "/m"},
       {"name": "y", "backend": "tensorrtllm", "model_path": "/n", "trtllm": {"layout": "llmapi"}},
-      {"name": "z", "backend": "tensorrtllm", "model_path": "/o"}], "model_repository_models[2]"),
+      {"name": "z", "backend": "tensorrtllm", "model_path": "/o"}], "triton_models[2]"),
 ])
 def test_bad_input_names_the_variable(models, variable):
     with pytest.raises(mr.ModelRepositoryError) as error:
