@@ -16,6 +16,9 @@
 #                sandbox is torn down (Molecule `default` uses the same ports)
 #   molecule     every scenario under molecule/: create, converge, idempotence,
 #                verify (testinfra), destroy
+# lint, sanity and unit run at the same time (each writes its own log, printed
+# whole when all three are done); the GenAI-Perf virtualenv that integration needs
+# is built in the background from the start.
 # `tests/run.sh STAGE...` runs only the named stages (setup, host and images
 # always run).
 # Exits non-zero when any stage fails.
@@ -38,21 +41,67 @@ run_stage() {
   start=$(date +%s)
   # Each stage's output is kept in tests/output/stages/, so that the summary can repeat
   # why a stage failed: CI often shows only the tail of a long run.
-  local log="${repo}/tests/output/stages/${name// /_}.log"
-  mkdir -p "${log%/*}"
+  local log
+  log="$(stage_log "${name}")"
   # Not a pipe: the stage runs in this shell, so what it sets (the dockerd it started) stays.
   "$@" > >(tee "${log}") 2>&1
   rc=$?
   end=$(date +%s)
+  ((rc == 0)) || sleep 1  # let tee write the last lines before the summary reads them
+  record_stage "${name}" "${rc}" $((end - start)) "${log}"
+  echo "======== stage ${name}: exit ${rc} in $((end - start))s ========"
+  return "${rc}"
+}
+
+stage_log() {
+  local log="${repo}/tests/output/stages/${1// /_}.log"
+  mkdir -p "${log%/*}"
+  echo "${log}"
+}
+
+record_stage() {
+  local name="$1" rc="$2" seconds="$3" log="$4"
   if ((rc == 0)); then
-    passed=$((passed + 1)); summary+=("$(printf '%-22s ok     %5ss' "${name}" $((end - start)))")
+    passed=$((passed + 1)); summary+=("$(printf '%-22s ok     %5ss' "${name}" "${seconds}")")
   else
-    failed=$((failed + 1)); summary+=("$(printf '%-22s FAILED %5ss (exit %s)' "${name}" $((end - start)) "${rc}")")
-    sleep 1  # let tee write the last lines
+    failed=$((failed + 1)); summary+=("$(printf '%-22s FAILED %5ss (exit %s)' "${name}" "${seconds}" "${rc}")")
     failures+=("${name}: ${log#"${repo}/"}")
     failures+=("$(stage_failure_lines "${log}")")
   fi
-  echo "======== stage ${name}: exit ${rc} in $((end - start))s ========"
+}
+
+# Stages that need nothing from each other, run at the same time: lint and sanity are each
+# bound to one core, the machine has two (measured in the commit that added this). Each
+# writes only its own log while it runs; the logs are then printed whole, in order, and each
+# stage is recorded with its own exit status and wall time (the times overlap).
+run_stages_together() {
+  local name rc
+  local -a pids=()
+  echo
+  echo "======== stages $*, at the same time ========"
+  for name in "$@"; do
+    (
+      start=$(date +%s)
+      "${name}" >"$(stage_log "${name}")" 2>&1
+      rc=$?
+      echo "${rc} $(($(date +%s) - start))" >"$(stage_log "${name}").rc"
+    ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  rc=0
+  for name in "$@"; do
+    local log result
+    log="$(stage_log "${name}")"
+    result="$(cat "${log}.rc" 2>/dev/null || echo "1 0")"
+    rm -f "${log}.rc"
+    echo
+    echo "======== stage ${name} ========"
+    cat "${log}"
+    record_stage "${name}" "${result% *}" "${result#* }" "${log}"
+    echo "======== stage ${name}: exit ${result% *} in ${result#* }s ========"
+    ((${result% *} == 0)) || rc=1
+  done
   return "${rc}"
 }
 
@@ -76,7 +125,8 @@ print_summary() {
 # --- host prerequisites (shared with make deploy) ----------------------------
 # shellcheck source=scripts/host.sh
 source scripts/host.sh
-trap stop_dockerd EXIT
+# A genai-perf build still running when the run stops early (setup failed) stops with it.
+trap '[[ -z "${genai_perf_build_pid}" ]] || kill "${genai_perf_build_pid}" 2>/dev/null; stop_dockerd' EXIT
 
 # --- stages ----------------------------------------------------------------
 images() {
@@ -122,9 +172,12 @@ unit() {
 }
 
 # GenAI-Perf and its perf_analyzer for tests/integration/test_benchmark_playbook.py:
-# a virtualenv of their own (about 1 GB), rebuilt only when its pins change.
-genai_perf_venv() {
-  local venv="${repo}/.venv-genai-perf" stamp cudart out
+# a virtualenv of their own (about 1 GB), rebuilt only when its pins change. On a cold
+# machine the build (about 55 s, mostly download and unpacking) runs in the background
+# from the start of the run, next to setup, images and the checks, and integration waits
+# for it.
+genai_perf_venv_build() {
+  local venv="${repo}/.venv-genai-perf" stamp
   stamp="$(sha256sum tests/requirements-genai-perf.txt | cut -c1-16)"
   if [[ "$(cat "${venv}/.stamp" 2>/dev/null)" != "${stamp}" ]]; then
     echo "building ${venv}"
@@ -137,6 +190,27 @@ genai_perf_venv() {
     "${venv}/bin/genai-perf" --version >/dev/null || return 1
     echo "${stamp}" > "${venv}/.stamp"
   fi
+}
+
+genai_perf_build_pid=""
+genai_perf_venv_start() {
+  local log
+  log="$(stage_log genai-perf-venv)"
+  genai_perf_venv_build >"${log}" 2>&1 &
+  genai_perf_build_pid=$!
+}
+
+genai_perf_venv() {
+  local venv="${repo}/.venv-genai-perf" cudart out rc=0 log
+  log="$(stage_log genai-perf-venv)"
+  if [[ -n "${genai_perf_build_pid}" ]]; then
+    wait "${genai_perf_build_pid}" || rc=$?
+    genai_perf_build_pid=""
+    cat "${log}"
+  else
+    genai_perf_venv_build || rc=$?
+  fi
+  ((rc == 0)) || { echo "building ${venv} failed (exit ${rc})" >&2; return 1; }
   # genai-perf only drives perf_analyzer, a native binary (libb64 from the host,
   # libcudart from the venv): it must really run, with the LD_LIBRARY_PATH the
   # README gives benchmark_environment, on every run, cached venv or not.
@@ -282,6 +356,7 @@ molecule_all() {
   return "${rc}"
 }
 
+[[ " ${stages[*]} " == *" integration "* ]] && genai_perf_venv_start
 run_stage setup scripts/setup.sh || { print_summary; exit 1; }
 # shellcheck disable=SC1091
 source .venv/bin/activate
@@ -290,11 +365,15 @@ export PY_COLORS=0 ANSIBLE_FORCE_COLOR=0
 run_stage host host_prerequisites || { print_summary; exit 1; }
 run_stage images images || { print_summary; exit 1; }
 
+# lint, sanity and unit, when asked for, at the same time; the other stages one after another.
+together=()
+for stage in "${stages[@]}"; do
+  case "${stage}" in lint | sanity | unit) together+=("${stage}") ;; esac
+done
+((${#together[@]})) && run_stages_together "${together[@]}"
 for stage in "${stages[@]}"; do
   case "${stage}" in
-    lint) run_stage lint lint ;;
-    sanity) run_stage sanity sanity ;;
-    unit) run_stage unit unit ;;
+    lint | sanity | unit) ;;
     integration) run_stage integration integration ;;
     deploy) run_stage deploy deploy ;;
     molecule) molecule_all ;;
