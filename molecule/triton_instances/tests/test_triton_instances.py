@@ -87,7 +87,6 @@ def _playbook(name, *args, reports=None):
                           stdin=subprocess.DEVNULL)
 
 
-
 # The models of molecule.yml's host_vars, with the bad change on the other instance's model only: a load
 # failure only the engine sees (the vLLM stand-in's FIXTURE_LOAD_FAILURE knob, as molecule/triton_fleet's
 # bad change), so model_repository renders and installs it and tp23's gate is the first to fail.
@@ -119,7 +118,7 @@ def test_a_bad_change_to_another_instance_is_rolled_back_and_the_main_one_untouc
     assert BAD_LOAD in output, output[-4000:]
     assert f"rolled back to {before['tp23']['current']}" in output and "passed the gate again" in output, output[-4000:]
     # the bad generation was installed, then current went back to the one before
-    assert host.run(f"grep -rlF FIXTURE_LOAD_FAILURE /opt/triton/repository-tp23/generations").stdout.strip()
+    assert host.run("grep -rlF FIXTURE_LOAD_FAILURE /opt/triton/repository-tp23/generations").stdout.strip()
     after = {name: _served(host, name) for name in INSTANCES}
     assert after["tp23"]["current"] == before["tp23"]["current"], after
     # the main instance was not restarted, nor its repository changed
