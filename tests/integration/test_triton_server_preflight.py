@@ -3,6 +3,8 @@
 before it changes anything: it runs against this machine (connection local, check
 mode) and must stop in its argument spec or preflight."""
 
+import os
+import re
 import sys
 
 import pytest
@@ -89,3 +91,42 @@ def test_a_refused_secret_is_not_echoed(tmp_path):
     run = _run(tmp_path, {"triton_server_repository_api_key": "tooShortKey42"})
     assert run.returncode != 0
     assert "tooShortKey42" not in run.stdout + run.stderr
+
+
+# Ports given on the command line (-e triton_server_http_port=18000) arrive as strings: argument_specs
+# checks that they convert to int but leaves the variable a string, so every use must take it as one.
+STRING_PORTS = {"triton_server_http_port": "18000", "triton_server_grpc_port": "18001", "triton_server_metrics_port": "18002"}
+
+
+def test_ports_given_as_strings_pass_the_checks(tmp_path):
+    variables = dict(GOOD, ansible_python_interpreter=sys.executable, triton_server_preflight_before_stages=True,
+                     **STRING_PORTS)
+    run = run_role_check(tmp_path, "onprem.triton.triton_server", "localhost", variables,
+                         ["-c", "local", "-i", "localhost,"], gather_facts=True, tasks_from="preflight")
+    output = run.stdout + run.stderr
+    # This machine may boot no systemd: then that is the one problem the checks report, none about the ports.
+    problems = re.findall(r"^failed: \[localhost\] \(item=(.*)$", run.stdout, re.MULTILINE)
+    assert "Report every problem the checks found" in output, output[-3000:]
+    if os.path.isdir("/run/systemd/system"):
+        assert run.returncode == 0 and not problems, output[-3000:]
+    else:
+        assert run.returncode != 0 and problems and all("/run/systemd/system does not exist" in p for p in problems), output[-3000:]
+    assert "triton_server_http_port" not in "".join(problems) and "Traceback" not in output, output[-3000:]
+
+
+def test_a_port_that_is_not_a_number_is_refused_by_name(tmp_path):
+    run = _run(tmp_path, {"triton_server_http_port": "80a0"})
+    assert_refused_before_any_change(run, "triton_server_http_port")
+    assert "unable to convert to int" in run.stdout + run.stderr
+
+
+def test_a_port_given_with_e_on_a_host_with_other_instances_is_refused_by_name(tmp_path):
+    """An extra var outranks the per-instance value serve.yml gives each server instance (include vars):
+    -e triton_server_http_port=8000 would put every instance of the host on port 8000."""
+    run = _run(tmp_path, dict(INSTANCES, **STRING_PORTS))
+    output = run.stdout + run.stderr
+    assert_refused_before_any_change(run, "given as an extra var (-e)")
+    message = next(line for line in output.splitlines() if "on localhost given as an extra var (-e)" in line)
+    for name in STRING_PORTS:
+        assert name in message, message
+    assert "model_repository_instances tp23" in message and "Set it in the inventory" in output, message

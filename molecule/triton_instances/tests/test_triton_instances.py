@@ -2,8 +2,9 @@
 """A four-GPU stand-in after serve.yml with model_repository_instances [{tp23, gpus [2, 3], models [big]}]:
 two units, each container given only its GPUs (Docker's --gpus, the stand-in runtime hook's record),
 each TP=2 engine on the host GPUs its plan says (what the vLLM stand-in logged from inside the
-container), its own repository and ports, and both answer a prompt. Then the day-2 playbooks on it:
-status shows both instances, undeploy (last) removes both."""
+container), its own repository and ports, and both answer a prompt. A bad change to tp23's model alone
+is rolled back on tp23, the main instance untouched. Then the day-2 playbooks on it: status shows
+both instances, diagnose covers both, undeploy (last) removes both."""
 
 import json
 import os
@@ -86,6 +87,49 @@ def _playbook(name, *args, reports=None):
                           stdin=subprocess.DEVNULL)
 
 
+# The models of molecule.yml's host_vars, with the bad change on the other instance's model only: a load
+# failure only the engine sees (the vLLM stand-in's FIXTURE_LOAD_FAILURE knob, as molecule/triton_fleet's
+# bad change), so model_repository renders and installs it and tp23's gate is the first to fail.
+BAD_LOAD = "ValueError: max_num_batched_tokens (16) is smaller than max_model_len (2048)."
+BAD_MODELS = {"triton_models": [
+    {"name": "small", "backend": "vllm", "model_path": "/opt/models/small", "gpus": [0, 1], "tensor_parallel_size": 2,
+     "gpu_memory_utilization": 0.5},
+    {"name": "big", "backend": "vllm", "model_path": "/opt/models/big", "gpus": [2, 3], "tensor_parallel_size": 2,
+     "gpu_memory_utilization": 0.85, "parameters": {"FIXTURE_LOAD_FAILURE": BAD_LOAD}},
+]}
+
+
+def _served(host, name):
+    """The generation an instance's current points at, and the PID of its server process."""
+    _unit, _port, repo, _model, _gpus = INSTANCES[name]
+    return {"current": host.check_output(f"readlink -f {repo}/current"),
+            "pid": host.check_output(f"docker inspect --format '{{{{.State.Pid}}}}' triton-{name}")}
+
+
+def test_a_bad_change_to_another_instance_is_rolled_back_and_the_main_one_untouched(host, tmp_path):
+    before = {name: _served(host, name) for name in INSTANCES}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(BAD_MODELS))
+    run = _playbook("serve", "-e", f"@{bad}")
+    output = run.stdout + run.stderr  # the failure's message is on stderr
+    assert run.returncode != 0, output[-4000:]
+    # the failure names the instance, the cause read from its log and the rollback
+    assert "triton-tp23.service on triton-instances-debian12 did not bring its models up" in output, output[-4000:]
+    assert BAD_LOAD in output, output[-4000:]
+    assert f"rolled back to {before['tp23']['current']}" in output and "passed the gate again" in output, output[-4000:]
+    # the bad generation was installed, then current went back to the one before
+    assert host.run("grep -rlF FIXTURE_LOAD_FAILURE /opt/triton/repository-tp23/generations").stdout.strip()
+    after = {name: _served(host, name) for name in INSTANCES}
+    assert after["tp23"]["current"] == before["tp23"]["current"], after
+    # the main instance was not restarted, nor its repository changed
+    assert after["main"] == before["main"], (before, after)
+    # and the rolled back instance serves again
+    _unit, port, _repo, model, _gpus = INSTANCES["tp23"]
+    answer = requests.post(f"http://127.0.0.1:{port}/v2/models/{model}/generate", timeout=30, json={
+        "text_input": "the quick brown fox", "sampling_parameters": json.dumps({"max_tokens": 2})}).json()
+    assert answer["text_output"] == "the quick brown fox the quick", answer
+
+
 def test_status_shows_each_server_instance_of_the_host(host, tmp_path):
     del host  # a host test like the others, so that it runs before the undeploy below
     run = _playbook("status", reports=tmp_path)
@@ -98,6 +142,35 @@ def test_status_shows_each_server_instance_of_the_host(host, tmp_path):
     assert table.rstrip().endswith("1 of 1 host(s) serving every model"), table
     statuses = json.loads((tmp_path / "status.json").read_text())
     assert sorted((s["instance"], s["unit"]) for s in statuses) == [("main", "triton-main.service"), ("tp23", "triton-tp23.service")]
+
+
+def test_diagnose_covers_every_server_instance_and_collects_on_the_failing_one(host, tmp_path):
+    """tp23's model is unloaded (its watchdog stopped first, so that nothing repairs it meanwhile): diagnose
+    names that instance, collects into diagnose/<host>/tp23/ and leaves the serving main instance alone."""
+    _unit, port, _repo, model, _gpus = INSTANCES["tp23"]
+    host.check_output("systemctl stop triton-tp23-watchdog.timer")
+    unloaded = requests.post(f"http://127.0.0.1:{port}/v2/repository/models/{model}/unload", json={}, headers=KEY, timeout=30)
+    assert unloaded.status_code == 200, unloaded.text
+    run = _playbook("diagnose", reports=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "triton-instances-debian12/tp23: " in run.stdout, run.stdout[-3000:]
+    assert "1 of 1 host(s) do not serve every model (server instances: triton-instances-debian12/tp23)" in run.stdout, \
+        run.stdout[-3000:]
+    folder = tmp_path / "diagnose" / "triton-instances-debian12"
+    for collected in ("unit-status.txt", "journal.txt", "container.log", "mounts.txt", "disk.txt", "gpu.txt", "summary.txt"):
+        assert (folder / "tp23" / collected).is_file(), collected
+    assert "triton-tp23.service" in (folder / "tp23" / "unit-status.txt").read_text()
+    assert "ok       /opt/triton/repository-tp23/current" in (folder / "tp23" / "mounts.txt").read_text()
+    summary = (folder / "tp23" / "summary.txt").read_text()
+    assert "instance:      tp23" in summary and "unit:          triton-tp23.service" in summary, summary
+    # the main instance serves: nothing collected for it
+    assert not (folder / "summary.txt").exists()
+    # every instance on request, each in its own folder
+    run = _playbook("diagnose", "-e", "triton_server_diagnose_all=true", reports=tmp_path / "all")
+    assert run.returncode == 0, run.stdout[-3000:]
+    folder = tmp_path / "all" / "diagnose" / "triton-instances-debian12"
+    assert "unit:          triton-main.service" in (folder / "summary.txt").read_text()
+    assert "unit:          triton-tp23.service" in (folder / "tp23" / "summary.txt").read_text()
 
 
 def test_undeploy_removes_every_server_instance_of_the_host(host):

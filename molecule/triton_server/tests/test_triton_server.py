@@ -117,3 +117,38 @@ def test_killed_container_comes_back_and_passes_the_gate(host):
     gate = _gate()
     assert gate.returncode == 0, gate.stdout + gate.stderr
     assert "SUCCESS" in gate.stdout
+
+
+# --- the TensorRT-LLM server of converge.yml's second play (the in-flight batching ensemble) ----------
+TRTLLM_UNIT = "triton-molecule-trtllm.service"
+TRTLLM_HTTP = 18410
+
+
+def test_the_trtllm_server_serves_the_rendered_ensemble_and_generates(host):
+    service = host.service(TRTLLM_UNIT)
+    assert service.is_running and service.is_enabled
+    unit = host.check_output(f"systemctl cat {TRTLLM_UNIT}")
+    # the ports came as strings (as -e gives them)
+    for flag in ("--http-port=18410", "--grpc-port=18411", "--metrics-port=18412", "--model-repository=/opt/triton/repository/current",
+                 "registry.onprem.test/nvidia/tritonserver:25.12-trtllm-python-py3", "--load-model=tiny_llm",
+                 "--load-model=tiny_llm_tensorrt_llm", "--load-model=tiny_llm_tensorrt_llm_bls", "source=/opt/triton/engines"):
+        assert flag in unit, flag
+    # what model_repository rendered and built, and upstream's python models copied from the image
+    current = "/opt/triton/repository/current"
+    for path in ("tiny_llm/config.pbtxt", "tiny_llm_tensorrt_llm/config.pbtxt", "preprocessing/1/model.py",
+                 "postprocessing/1/model.py", "tiny_llm_tensorrt_llm_bls/1/model.py"):
+        assert host.file(f"{current}/{path}").exists, path
+    index = host.check_output(f"curl -s -X POST -H 'triton-repository-key: {REPO_KEY}' "
+                              f"http://127.0.0.1:{TRTLLM_HTTP}/v2/repository/index")
+    states = {entry["name"]: entry["state"] for entry in json.loads(index)}
+    assert {states.get(name) for name in ("tiny_llm", "tiny_llm_tensorrt_llm", "preprocessing", "postprocessing",
+                                          "tiny_llm_tensorrt_llm_bls")} == {"READY"}, states
+    prompt = "the quick brown fox"
+    answer = json.loads(host.check_output(
+        f"curl -s -X POST http://127.0.0.1:{TRTLLM_HTTP}/v2/models/tiny_llm/generate "
+        f"-d '{json.dumps({'text_input': prompt, 'max_tokens': 4})}'"))
+    # the engine double answers with the prompt's own tokens (bytes): nothing else can appear
+    assert answer.get("text_output"), answer
+    assert set(answer["text_output"]) <= set(prompt), answer
+    last_good = json.loads(host.file("/var/lib/triton-server/molecule-trtllm/last-good.json").content_string)
+    assert sorted(last_good["models"]) == sorted(name for name in states if states[name] == "READY"), (last_good, states)
