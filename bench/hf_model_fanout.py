@@ -129,16 +129,15 @@ def main():
     try:
         print("model: onprem-test/tiny-llm (%.0f MiB LFS shard), Hub link %d Mbit/s shared by all downloads"
               % (ARGS.lfs_mb, ARGS.link_mbps))
-        print("%-5s %-26s %-16s %12s %14s %12s %8s" % ("hosts", "fan-out", "run", "Hub bytes", "controller sent",
-                                                      "hosts sent", "wall s"))
+        header = ("hosts", "fan-out", "run", "Hub bytes", "controller sent", "hosts sent", "wall s")
+        print("%-5s %-26s %-16s %12s %14s %12s %8s" % header)
         for hosts in ARGS.hosts:
             for fanout, copies, label in (("hub", 1, "hub per host"),
                                           ("controller", hosts, "controller to every host"),
                                           ("controller", 1, "controller once + peers")):
                 for run, figures in zip(("first", "no change", "one host lost"), measure(hosts, fanout, copies, base)):
-                    print("%-5d %-26s %-16s %12d %14d %12d %8.1f" % (hosts, label, run, figures["hub"],
-                                                                     figures["controller"], figures["peers"],
-                                                                     figures["wall"]))
+                    row = (hosts, label, run, figures["hub"], figures["controller"], figures["peers"], figures["wall"])
+                    print("%-5d %-26s %-16s %12d %14d %12d %8.1f" % row)
                     sys.stdout.flush()
     finally:
         double.terminate()

@@ -25,14 +25,12 @@ import socket
 import threading
 import time
 
-try:  # Python 3
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from socketserver import ThreadingMixIn
-    from urllib.request import Request, urlopen
-    from urllib.error import HTTPError, URLError
-    from urllib.parse import quote
-except ImportError:  # pragma: no cover - the hosts run Python 3
-    BaseHTTPRequestHandler = HTTPServer = ThreadingMixIn = None
+from ansible.module_utils.urls import open_url
+from ansible.module_utils.six.moves.urllib.error import HTTPError, URLError
+from ansible.module_utils.six.moves.urllib.parse import quote, unquote
+
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import ThreadingMixIn
 
 from ansible_collections.onprem.triton.plugins.module_utils.hf_model import (
     CHUNK,
@@ -95,7 +93,7 @@ def make_server(bind_address, port, versions_dir, copies, token):
             given = (self.headers.get("Authorization") or "").encode()
             if not hmac.compare_digest(given, expected):
                 return self._refuse(401, "token required")
-            copy, _sep, path = _unquote(self.path).lstrip("/").partition("/")
+            copy, _sep, path = unquote(self.path).lstrip("/").partition("/")
             target = served.get(copy, {}).get(path)
             if target is None or not os.path.isfile(target):
                 return self._refuse(404, "not served here")
@@ -122,14 +120,6 @@ def make_server(bind_address, port, versions_dir, copies, token):
     server = _ThreadingServer((bind_address, port), Handler)
     server.stats = stats
     return server
-
-
-def _unquote(path):
-    try:
-        from urllib.parse import unquote
-    except ImportError:  # pragma: no cover
-        from urllib import unquote
-    return unquote(path)
 
 
 def _range_start(header, size):
@@ -163,11 +153,12 @@ def serve(bind_address, port, versions_dir, copies, token, stop_file, seconds, p
                 stopped_by="stop file" if os.path.exists(stop_file) else "timeout")
 
 
-def _get(url, token, start=0):
-    headers = {"Authorization": "Bearer " + token}
+def get(url, token, start=0, headers=None):
+    """A GET to a peer: straight (never through a proxy of the environment), with the run's token."""
+    sent = dict(headers or {}, Authorization="Bearer " + token)
     if start:
-        headers["Range"] = "bytes=%d-" % start
-    return urlopen(Request(url, headers=headers), timeout=PULL_TIMEOUT)
+        sent["Range"] = "bytes=%d-" % start
+    return open_url(url, headers=sent, timeout=PULL_TIMEOUT, use_proxy=False, follow_redirects="none")
 
 
 def pull(source_url, token, copy, staging, manifest_sha256):
@@ -175,7 +166,7 @@ def pull(source_url, token, copy, staging, manifest_sha256):
     verifies every file against the manifest and switches (ModelSync.install_received)."""
     base = source_url.rstrip("/") + "/" + quote(copy) + "/"
     try:
-        with _get(base + MANIFEST_NAME, token) as response:
+        with get(base + MANIFEST_NAME, token) as response:
             raw = response.read()
     except (HTTPError, URLError, socket.error) as exc:
         raise SyncError("peer %s: %s" % (source_url, _reason(exc)))
@@ -205,7 +196,7 @@ def _pull_file(base, token, entry, staging, source_url):
         have = 0
     received = 0
     try:
-        with _get(base + quote(entry["path"]), token, start=have) as response:
+        with get(base + quote(entry["path"]), token, start=have) as response:
             mode = "ab" if have and response.status == 206 else "wb"
             with open(path, mode) as handle:
                 for chunk in iter(lambda: response.read(CHUNK), b""):

@@ -105,15 +105,14 @@ def test_an_interrupted_pull_resumes(tmp_path, source):
 def test_only_the_manifests_files_are_served(source, path):
     url = source["url"] + (path % source["copy"] if "%s" in path else path)
     with pytest.raises(peer.HTTPError) as error:
-        peer._get(url, TOKEN).read()
+        peer.get(url, TOKEN).read()
     assert error.value.code == 404
 
 
 def test_a_range_it_does_not_serve_is_refused(source):
     url = "%s/%s/config.json" % (source["url"], source["copy"])
-    request = peer.Request(url, headers={"Authorization": "Bearer " + TOKEN, "Range": "bytes=0-3"})
     with pytest.raises(peer.HTTPError) as error:
-        peer.urlopen(request, timeout=5)
+        peer.get(url, TOKEN, headers={"Range": "bytes=0-3"})
     assert error.value.code == 416
 
 
