@@ -350,19 +350,19 @@ if "error" in answer or not isinstance(text, str) or not text.strip():
 print("deploy: text_output:%s" % text)' "${answer}"
 }
 
-# Seconds each scenario took in the last cold CI: the lanes below are filled longest first.
-# A scenario not listed counts as 300 s.
+# Seconds each scenario took in the last cold CI run one after another (stop 24): the lanes
+# below are filled longest first. A scenario not listed counts as 300 s.
 declare -A molecule_cold_seconds=(
-  [fleet]=717 [triton_fleet]=411 [monitoring]=385 [gpu_host]=209 [triton_instances]=193
-  [triton_server]=183 [default]=177 [model_repository]=84 [hf_model]=73
+  [fleet]=768 [triton_fleet]=466 [monitoring]=387 [triton_instances]=353 [triton_server]=244
+  [gpu_host]=221 [default]=206 [model_repository]=77 [hf_model]=77
 )
 
 molecule_all() {
   local scenario rc=0
   local -a scenarios
   mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
-  if ((${MOLECULE_LANES:-1} > 1)); then
-    molecule_lanes "${MOLECULE_LANES}" "${scenarios[@]}"
+  if ((${MOLECULE_LANES:-2} > 1)); then
+    molecule_lanes "${MOLECULE_LANES:-2}" "${scenarios[@]}"
     return
   fi
   for scenario in "${scenarios[@]}"; do
@@ -371,7 +371,7 @@ molecule_all() {
   return "${rc}"
 }
 
-# EXPERIMENTAL, off unless MOLECULE_LANES=N (N > 1): the scenarios in N lanes at the same
+# The scenarios in MOLECULE_LANES lanes (default 2; 1 runs them one after another) at the same
 # time, each lane one scenario after another (longest first into the least loaded lane).
 # Their loopback ports and instance names are distinct (default and the deploy stage share
 # the sandbox's, and deploy is over before Molecule starts). Not yet measured against the
@@ -399,6 +399,7 @@ molecule_lanes() {
         start=$(date +%s)
         molecule test -s "${scenario}" >"${log}" 2>&1
         echo "$? $(($(date +%s) - start))" >"${log}.rc"
+        echo "molecule ${scenario} (lane $((i + 1))): exit $(cut -d' ' -f1 "${log}.rc") in $(cut -d' ' -f2 "${log}.rc")s"
       done
     ) &
     pids+=($!)
