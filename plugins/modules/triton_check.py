@@ -845,7 +845,7 @@ def argument_spec():
             api_key=dict(type="str", default="", no_log=True),
             model=dict(type="str"),
             prompt=dict(type="str"),
-            max_tokens=dict(type="int", default=16),
+            max_tokens=dict(type="int", default=16, no_log=False),
             check_refusal=dict(type="bool", default=True),
             max_ttft_ms=dict(type="float"),
             min_tokens_per_second=dict(type="float", no_log=False),

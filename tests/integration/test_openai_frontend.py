@@ -146,8 +146,7 @@ def client(key=KEY):
 
 
 def test_the_unit_starts_the_frontend_with_the_shipped_defaults(served):
-    _, argv = served
-    flags = argv[3:]
+    flags = served[1][3:]
     assert f"--default-max-tokens={DEFAULTS['triton_server_openai_default_max_tokens']}" in flags
     assert "--enable-kserve-frontends" in flags and "--backend=vllm" in flags
     assert "--kserve-http-port=18491" in flags and "--kserve-grpc-port=18492" in flags
@@ -188,8 +187,8 @@ def test_default_max_tokens_is_the_roles():
 def test_completions_streaming_and_not():
     whole = client().completions.create(model="demo", prompt="the quick brown fox", max_tokens=6)
     assert whole.choices[0].text == " the quick brown fox the quick"
-    parts = [c.choices[0].text for c in client().completions.create(model="demo", prompt="the quick brown fox",
-                                                                      max_tokens=6, stream=True) if c.choices]
+    stream = client().completions.create(model="demo", prompt="the quick brown fox", max_tokens=6, stream=True)
+    parts = [c.choices[0].text for c in stream if c.choices]
     assert "".join(parts) == " the quick brown fox the quick"
 
 
@@ -216,7 +215,7 @@ def test_a_wrong_or_missing_key_is_refused_and_health_stays_open():
 
 
 def test_the_key_is_on_no_command_line_and_not_in_the_servers_environment(served):
-    frontend, _ = served
+    frontend = served[0]
     seen = []
     for proc in Path("/proc").iterdir():
         try:
@@ -309,3 +308,33 @@ def test_an_unknown_restricted_api_fails_the_start_and_no_tokenizer_fails_chat(t
         assert c.completions.create(model="demo", prompt="the sea", max_tokens=2).choices[0].text == " the sea"
     finally:
         frontend.stop()
+
+
+# --- the check module's OpenAI probe against it ----------------------------------------------------
+
+def _check_module(openai_options):
+    args = json.dumps({"url": "127.0.0.1:18491", "models": ["demo"], "wait_timeout": 30,
+                       "openai": dict({"url": "127.0.0.1:18490"}, **openai_options)})
+    done = subprocess.run(["ansible", "localhost", "-m", "onprem.triton.triton_check", "-a", args],
+                          capture_output=True, text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                                   ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections")))
+    result = json.loads(done.stdout[done.stdout.index("{"):])
+    return done.returncode, result
+
+
+def test_the_check_module_probes_the_openai_api(served):
+    rc, result = _check_module({"api_key": KEY, "max_tokens": 4})
+    assert rc == 0, result
+    assert result["openai"]["models"] == ["demo"]
+    assert result["openai"]["refusals"] == {"wrong_key": 401, "missing_key": 401}
+    generation = result["openai"]["generation"]
+    assert generation["chunks"] == 4 and generation["output_tokens"] == 4 and generation["output_tokens_source"] == "usage"
+    assert generation["ttft_ms"] > 0 and generation["output_tokens_per_second"] > 0
+    assert KEY not in json.dumps(result)
+
+
+def test_the_check_module_says_plainly_that_its_key_was_refused(served):
+    rc, result = _check_module({"api_key": "sk-stale-0123456789abcdef0123456789"})
+    assert rc != 0 and result["error_kind"] == "forbidden"
+    assert "OpenAI API: the key given was refused" in result["msg"] and "This API is restricted" in result["msg"]

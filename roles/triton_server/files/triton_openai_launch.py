@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: Apache-2.0
 """Starts Triton's OpenAI-compatible frontend with its API key kept off the command line.
 

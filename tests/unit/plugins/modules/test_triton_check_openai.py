@@ -38,7 +38,7 @@ class Server:
             chunk("", None) + chunk(" the") + chunk(" sea") + chunk(usage={"completion_tokens": 2}) + b"data: [DONE]\n\n")
         self.sent = []
 
-    def __call__(self, request, timeout=None, context=None):
+    def __call__(self, request, timeout=None):
         auth = request.get_header("Authorization")
         self.sent.append((request.get_method(), request.full_url, auth, request.data))
         if not self.accept_any_key and auth != "Bearer " + self.key:
@@ -91,7 +91,7 @@ def test_refusal_returns_the_status_and_sends_no_header_without_a_key():
 
 
 def test_connection_refused_is_said_plainly():
-    def refuse(request, timeout=None, context=None):
+    def refuse(request, timeout=None):
         raise URLError(ConnectionRefusedError(111, "refused"))
     with pytest.raises(openai_probe.OpenAIError, match="connection refused"):
         probe(refuse).list_models()
@@ -102,7 +102,7 @@ def test_connection_refused_is_said_plainly():
 def check(server, **openai):
     spec = triton_check.argument_spec()
     values = {key: option.get("default") for key, option in spec.items()}
-    values["models"], _ = triton_check.normalize_models(["demo"])
+    values["models"] = triton_check.normalize_models(["demo"])[0]
     options = {key: option.get("default") for key, option in spec["openai"]["options"].items()}
     options.update(dict(url="127.0.0.1:9000", api_key="sk-right"), **openai)
     values["openai"] = options
