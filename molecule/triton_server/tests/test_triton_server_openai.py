@@ -94,9 +94,9 @@ def test_kserve_and_the_check_modules_openai_probe(converged):
                        "openai": {"url": f"127.0.0.1:{OPENAI_PORT}", "api_key": KEY, "max_tokens": 4}})
     done = subprocess.run(["ansible", "localhost", "-m", "onprem.triton.triton_check", "-a", args],
                           capture_output=True, text=True, check=False,
-                          env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_NOCOLOR="1",
+                          env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_NOCOLOR="1",
                                    ANSIBLE_FORCE_COLOR="0"))
     assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(done.stdout[done.stdout.index("{"):])
+    result = json.JSONDecoder().raw_decode(done.stdout.split(" => ", 1)[1].lstrip())[0]
     assert result["openai"]["refusals"] == {"wrong_key": 401, "missing_key": 401}
     assert result["openai"]["generation"]["chunks"] == 4
