@@ -154,11 +154,13 @@ def test_the_unit_starts_the_frontend_with_the_shipped_defaults(served):
     assert DEFAULTS["triton_server_openai_enabled"] is False  # opt-in: the other scenarios run it off
 
 
+@pytest.mark.usefixtures("served")
 def test_models_lists_the_served_model():
     assert [model.id for model in client().models.list().data] == ["demo"]
     assert client().models.retrieve("demo").owned_by == "Triton Inference Server"
 
 
+@pytest.mark.usefixtures("served")
 def test_chat_completion_through_the_chat_template():
     answer = client().chat.completions.create(model="demo", max_tokens=5,
                                               messages=[{"role": "user", "content": "the quick brown fox"}])
@@ -167,6 +169,7 @@ def test_chat_completion_through_the_chat_template():
     assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 5
 
 
+@pytest.mark.usefixtures("served")
 def test_chat_completion_streams_token_by_token():
     stream = client().chat.completions.create(model="demo", max_tokens=7, stream=True,
                                               stream_options={"include_usage": True},
@@ -179,11 +182,13 @@ def test_chat_completion_streams_token_by_token():
     assert chunks[-1].usage.completion_tokens == 7
 
 
+@pytest.mark.usefixtures("served")
 def test_default_max_tokens_is_the_roles():
     answer = client().chat.completions.create(model="demo", messages=[{"role": "user", "content": "sea"}])
     assert answer.usage.completion_tokens == DEFAULTS["triton_server_openai_default_max_tokens"]
 
 
+@pytest.mark.usefixtures("served")
 def test_completions_streaming_and_not():
     whole = client().completions.create(model="demo", prompt="the quick brown fox", max_tokens=6)
     assert whole.choices[0].text == " the quick brown fox the quick"
@@ -192,6 +197,7 @@ def test_completions_streaming_and_not():
     assert "".join(parts) == " the quick brown fox the quick"
 
 
+@pytest.mark.usefixtures("served")
 def test_kserve_endpoints_stay_on_the_roles_ports():
     """What the gate, the watchdog and the day-2 playbooks use."""
     answer = requests.post("http://127.0.0.1:18491/v2/models/demo/generate", timeout=30,
@@ -201,6 +207,7 @@ def test_kserve_endpoints_stay_on_the_roles_ports():
     assert grpcclient.InferenceServerClient("127.0.0.1:18492").is_model_ready("demo")
 
 
+@pytest.mark.usefixtures("served")
 def test_a_wrong_or_missing_key_is_refused_and_health_stays_open():
     with pytest.raises(openai.AuthenticationError, match="This API is restricted"):
         client("sk-wrong-key-0123456789abcdef0123456789").chat.completions.create(
@@ -231,6 +238,7 @@ def test_the_key_is_on_no_command_line_and_not_in_the_servers_environment(served
         assert KEY.encode() not in Path(f"/proc/{child}/environ").read_bytes()
 
 
+@pytest.mark.usefixtures("served")
 def test_requests_the_frontend_refuses():
     c = client()
     # FastAPI's {"detail": ...}: the openai client keeps it in the error's response
