@@ -243,5 +243,7 @@ def _spec(options):
 
 def argument_spec(description):
     """The argument_specs entry of triton_models, as the roles declare it."""
-    return {"description": description, "type": "list", "elements": "dict", "required": True,
+    # Not required here: a run limited to other stages (--tags preflight with triton_preflight_stages)
+    # passes through the roles without a catalog; each role's preflight refuses an empty one.
+    return {"description": description, "type": "list", "elements": "dict", "default": [],
             "options": _spec(MODEL_OPTIONS)}
