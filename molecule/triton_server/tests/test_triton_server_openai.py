@@ -31,7 +31,7 @@ def _converge():
     try:
         return subprocess.run(
             [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
-             os.path.join(scenario, "converge.yml"), "-e", "@" + extra.name],
+             os.path.join(scenario, "converge_vllm.yml"), "-e", "@" + extra.name],
             capture_output=True, text=True, check=False, timeout=600, stdin=subprocess.DEVNULL,
             env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
     finally:
@@ -40,8 +40,10 @@ def _converge():
 
 @pytest.fixture(scope="module")
 def converged(host):
-    host.check_output("mkdir -p /opt/models/demo && echo %s > /opt/models/demo/tokenizer_config.json"
-                      % json.dumps(json.dumps(TOKENIZER_CONFIG)).replace("$", "\\$"))
+    # printf, not echo: the instance's sh (dash) echo turns the template's backslash-n into a real
+    # newline inside the JSON string, and the tokenizer config is then not JSON at all.
+    host.check_output("mkdir -p /opt/models/demo && printf '%%s\\n' %s > /opt/models/demo/tokenizer_config.json",
+                      json.dumps(TOKENIZER_CONFIG))
     run = _converge()
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     return run
