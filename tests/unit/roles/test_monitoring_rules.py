@@ -108,6 +108,7 @@ def test_with_the_openai_frontend_on_triton_is_scraped_on_its_openai_port(tmp_pa
     assert [target for config in jobs["triton"] for target in config["targets"]] == [
         "10.0.0.5:9010", "[fd00::7]:9000", "10.0.0.9:9000"]
 
+
 def test_alertmanager_routes_pass_amtool(tmp_path):
     config_path = render(tmp_path, "alertmanager.yml", "alertmanager.yml.j2", monitoring_alertmanager_receivers=[
         {"name": "default"}, {"name": "oncall", "webhook_configs": [{"url": "http://127.0.0.1:19999/hook"}]}])
