@@ -116,7 +116,8 @@ def test_a_traceback_is_reported_by_its_exception_line():
     assert diagnosis["first_error"] == "json.decoder.JSONDecodeError: Invalid control character at: line 1 column 78 (char 77)"
     assert diagnosis["summary"].endswith("| first error: " + diagnosis["first_error"])
     # a traceback cut off before its last line still names the traceback
-    assert triton_log_cause(FRONTEND_TRACEBACK.split("json.decoder")[0])["first_error"] == "Traceback (most recent call last):"
+    assert triton_log_cause(FRONTEND_TRACEBACK.split("json.decoder", maxsplit=1)[0])["first_error"] == "Traceback (most recent call last):"
+
 
 def test_empty_log():
     assert triton_log_cause("")["cause"] == "none"
