@@ -3,10 +3,13 @@
 naming the variable, before it changes anything (connection local, check mode, as
 test_triton_server_preflight.py)."""
 
+import re
+import sys
+
 import pytest
 
-from tests.integration.role_check import assert_refused_before_any_change
-from tests.integration.test_triton_server_preflight import _run as run_server_preflight
+from tests.integration.role_check import assert_refused_before_any_change, run_role_check
+from tests.integration.test_triton_server_preflight import GOOD, _run as run_server_preflight
 
 KEY = "sk-onprem-preflight-0123456789abcdef0123"
 # On top of the good settings of test_triton_server_preflight.py.
@@ -51,3 +54,55 @@ def test_a_short_key_is_refused_and_not_echoed(tmp_path):
     run = _run(tmp_path, {"triton_server_openai_api_key": "sk-short-secret"})
     assert_refused_before_any_change(run, "triton_server_openai_api_key must be set")
     assert "sk-short-secret" not in run.stdout + run.stderr
+
+
+def _tokenizer(tmp_path, text):
+    """A synced weights folder on this machine whose tokenizer_config.json holds text."""
+    folder = tmp_path / "models" / "demo"
+    folder.mkdir(parents=True)
+    (folder / "tokenizer_config.json").write_text(text, encoding="utf-8")
+    return {"triton_server_models_dir": str(tmp_path / "models"), "triton_server_openai_tokenizer": str(folder)}
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        # what molecule triton_server's echo once wrote: a raw newline inside the chat template string
+        ('{"chat_template": "{{ bos }}\n{{ messages }}"}', "is not valid JSON: Invalid control character at: line 1"),
+        ('{"chat_template": "x",}', "is not valid JSON: Expecting property name enclosed in double quotes"),
+        ("[]", "is JSON but not an object (a list)"),
+    ],
+)
+def test_a_tokenizer_config_the_frontend_cannot_load_is_refused_by_name(tmp_path, text, problem):
+    settings = _tokenizer(tmp_path, text)
+    run = _run(tmp_path, settings)
+    assert_refused_before_any_change(
+        run, "triton_server_openai_tokenizer on localhost: %s/tokenizer_config.json %s" % (
+            settings["triton_server_openai_tokenizer"], problem))
+
+
+def _preflight_problems(tmp_path, overrides):
+    """Only the preflight (tasks_from), up front: the problems it reports, one string each."""
+    variables = dict(GOOD, ansible_python_interpreter=sys.executable, triton_server_preflight_before_stages=True,
+                     **dict(OPENAI, **overrides))
+    run = run_role_check(tmp_path, "onprem.triton.triton_server", "localhost", variables,
+                         ["-c", "local", "-i", "localhost,"], gather_facts=True, tasks_from="preflight")
+    output = run.stdout + run.stderr
+    assert "Report every problem the checks found" in output and "Traceback" not in output, output[-3000:]
+    return run, re.findall(r"^failed: \[localhost\] \(item=(.*)$", run.stdout, re.MULTILINE)
+
+
+def test_the_shipped_defaults_with_the_frontend_on_pass_its_checks(tmp_path):
+    """A good tokenizer config and the shipped triton_server_metrics_config: nothing about either is refused
+    (this machine may boot no systemd: that is then the one problem reported)."""
+    run, problems = _preflight_problems(tmp_path, _tokenizer(tmp_path, '{"chat_template": "{{ messages }}"}'))
+    assert all("/run/systemd/system does not exist" in problem for problem in problems), problems
+    assert (run.returncode != 0) == bool(problems), run.stdout[-3000:]
+    assert "Read the tokenizer config of the OpenAI frontend" in run.stdout, run.stdout[-3000:]
+
+
+def test_metrics_options_with_the_frontend_on_are_refused_naming_both_variables(tmp_path):
+    run, problems = _preflight_problems(tmp_path, {"triton_server_metrics_config": ["summary_latencies=true"]})
+    assert run.returncode != 0
+    assert any(problem.startswith('triton_server_metrics_config on localhost: ["summary_latencies=true"] must be empty '
+                                  "with triton_server_openai_enabled") for problem in problems), problems
