@@ -19,9 +19,13 @@ description:
     an C(E) log line, C(ERROR:) of the container banner, docker's own errors, or the exception line that
     ends a Python traceback (a launcher or frontend that fails at start)."
   - Causes, in the order tried on the failing models' reasons then on the error lines -
-    C(hf_unauthorized), C(hf_offline), C(cuda_oom), C(driver_too_old), C(shm_too_small),
+    C(hf_unauthorized), C(hf_offline), C(bad_json_file), C(cuda_oom), C(driver_too_old), C(shm_too_small),
     C(wrong_backend), C(gpu_runtime_missing), C(ulimit_denied), C(image_missing), C(model_not_found), C(bad_config);
     otherwise C(unknown).
+  - "A JSON decode error is C(bad_json_file), its hint naming the file where the log tells it (transformers'
+    C(get_tokenizer_config) reads C(tokenizer_config.json); its C(config file at PATH is not a valid JSON file)),
+    unless its traceback runs through the Hub client (C(huggingface_hub), C(requests), C(httpx)) or names
+    C(huggingface.co): then it is the Hub's answer that was not JSON, C(hf_unauthorized)."
 positional: _input
 options:
   _input:
@@ -68,7 +72,7 @@ _value:
 _CAUSES = (
     ("hf_unauthorized",
      r"401 Client Error|\b401\b.*Unauthorized|GatedRepoError|Access to model .* is restricted|"
-     r"Invalid user token|Cannot access gated repo|JSONDecodeError",
+     r"Invalid user token|Cannot access gated repo",
      "the Hugging Face Hub refused the download: set a token that accepted the model's licence "
      "(hf_token, in the env file) or sync the weights with the hf_model role and serve them offline"),
     ("hf_offline",
@@ -76,6 +80,11 @@ _CAUSES = (
      r"Cannot find the requested files in the (?:disk|local) cache|couldn't connect to 'https://huggingface.co'",
      "the server runs offline but the weights are not on local disk: check that model.json points at the "
      "synced folder under hf_model_dir (mounted at the same path)"),
+    # A JSON error from the Hub client (its traceback, see _json_error) is hf_unauthorized instead.
+    ("bad_json_file",
+     r"JSONDecodeError|is not a valid JSON file",
+     "{file} is not valid JSON: re-sync the weights with the hf_model role or fix the file (with the OpenAI "
+     "frontend, the triton_server preflight checks tokenizer_config.json of triton_server_openai_tokenizer)"),
     ("cuda_oom",
      r"CUDA out of memory|OutOfMemoryError|out of memory|No available memory for the cache blocks|"
      r"cudaErrorMemoryAllocation|cudaMallocAsync",
@@ -179,6 +188,42 @@ def _exception_of(lines):
     return ""
 
 
+# transformers names the file of a bad config.json (configuration_utils.py, _get_config_dict); not its
+# source line, which a traceback shows too (the f-string's {placeholder}).
+_NAMED_JSON_FILE = re.compile(r"config file at '(?P<file>[^'{}]+)' is not a valid JSON file")
+# Where a traceback's JSON came from. The Hub client (huggingface_hub over requests or httpx) parses
+# the Hub's answers: an HTML login or gate page there fails as a JSONDecodeError. transformers reads
+# tokenizer_config.json with json.load in get_tokenizer_config (models/auto/tokenization_auto.py).
+_HUB_SOURCE = re.compile(r"/huggingface_hub/|/requests/|/httpx\w*/|huggingface\.co")
+_FILE_OF_FUNCTION = (("get_tokenizer_config", "tokenizer_config.json"),)
+_UNNAMED_JSON_FILE = "a JSON file of the model or tokenizer folder"
+
+
+def _json_error(lines):
+    """('file', PATH) when transformers names the bad file; else ('hub', '') when the log's first JSON decode
+    error comes from the Hub client, ('file', NAME) when from a local file (NAME as well as the log tells
+    it); None when the log has none."""
+    for line in lines:
+        named = _NAMED_JSON_FILE.search(line)
+        if named:
+            return "file", named.group("file")
+    for index, line in enumerate(lines):
+        if "JSONDecodeError" not in line:
+            continue
+        # the frames of its traceback (or the line itself: a backend's error line carries its own "At:" frames)
+        start = index
+        while start > 0 and not _TRACEBACK.search(lines[start]) and index - start < 200:
+            start -= 1
+        context = "\n".join(lines[start:index + 1]) if _TRACEBACK.search(lines[start]) else line
+        if _HUB_SOURCE.search(context):
+            return "hub", ""
+        for function, name in _FILE_OF_FUNCTION:
+            if ", in " + function in context:
+                return "file", name
+        return "file", _UNNAMED_JSON_FILE
+    return None
+
+
 def _classify(texts):
     for text in texts:
         if not text:
@@ -200,6 +245,12 @@ def triton_log_cause(text):
                 "hint": "", "summary": "no model failure in the log"}
     other_lines = "\n".join(line for line in lines if not _INFO_OR_WARNING.match(line))
     cause, hint = _classify([row["reason"] for row in failed] + [first_error, other_lines])
+    if cause == "bad_json_file":
+        source, name = _json_error(lines) or ("file", _UNNAMED_JSON_FILE)
+        if source == "hub":
+            cause, hint = next((c, h) for c, _pattern, h in _CAUSES if c == "hf_unauthorized")
+        else:
+            hint = hint.format(file=name)
     described = "; ".join(
         "{0} v{1}: {2}".format(row["name"], row["version"], row["status"].splitlines()[0]) for row in failed)
     summary = "cause {0}: {1}".format(cause, hint)

@@ -119,6 +119,29 @@ def test_a_traceback_is_reported_by_its_exception_line():
     assert triton_log_cause(FRONTEND_TRACEBACK.split("json.decoder", maxsplit=1)[0])["first_error"] == "Traceback (most recent call last):"
 
 
+@pytest.mark.parametrize(
+    "log_name, cause, hint_fragment",
+    [
+        # a local file: the hint names it as far as the log tells (transformers names config.json's path)
+        ("tokenizer_config_not_json.log", "bad_json_file", "tokenizer_config.json is not valid JSON"),
+        ("config_not_json.log", "bad_json_file", "/tmp/tok16b/cfg/config.json is not valid JSON"),
+        # the Hub client parsing an answer that is not JSON (a login or gate page): still the Hub's doing
+        ("hub_answer_not_json.log", "hf_unauthorized", "the Hugging Face Hub refused the download"),
+    ],
+)
+def test_a_json_error_is_blamed_on_the_file_or_the_hub_by_its_traceback(log_name, cause, hint_fragment):
+    diagnosis = triton_log_cause(_log(log_name))
+    assert (diagnosis["cause"], diagnosis["first_error"].split(":")[0]) == (cause, "json.decoder.JSONDecodeError")
+    assert hint_fragment in diagnosis["hint"] and diagnosis["summary"].startswith("cause " + cause + ": " + hint_fragment[:20])
+
+
+def test_the_frontend_journal_with_a_broken_tokenizer_is_not_blamed_on_the_hub():
+    # the double's traceback does not say which file: the hint says what kind of file
+    diagnosis = triton_log_cause(FRONTEND_TRACEBACK)
+    assert diagnosis["cause"] == "bad_json_file"
+    assert diagnosis["hint"].startswith("a JSON file of the model or tokenizer folder is not valid JSON")
+
+
 def test_empty_log():
     assert triton_log_cause("")["cause"] == "none"
     assert triton_log_cause(None)["models"] == []
