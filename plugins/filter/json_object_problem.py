@@ -17,10 +17,10 @@ version_added: "0.1.0"
 description:
   - Takes the base64 C(content) of M(ansible.builtin.slurp) and returns an empty string when the file is a
     JSON object, else what is wrong with it (the decoder's message, with line and column), so a preflight
-    assert can name its variable and the file instead of failing inside C(from_json).
-  - transformers reads C(tokenizer_config.json) with C(json.load) and uses it as a dict
+    check can name its variable and the file instead of failing inside C(from_json).
+  - "transformers reads C(tokenizer_config.json) with C(json.load) and uses it as a dict
     (C(get_tokenizer_config), models/auto/tokenization_auto.py): a file that is not a JSON object makes
-    Triton's OpenAI frontend exit at start.
+    Triton's OpenAI frontend exit at start."
 positional: _input
 options:
   _input:
