@@ -5,7 +5,7 @@ For each N, starts N fresh sandbox hosts (Debian 12 systemd containers
 onprem-triton-bench-1..N, with the options of `scripts/sandbox.sh up`: host
 networking, Docker nested with vfs), writes an inventory for them (groups
 triton_servers > triton_vllm, the group_vars of inventories/sandbox, and per
-host its own Triton ports 18820+10*(i-1) .. +2 and triton_server_name benchN,
+host its own Triton ports 18820+10*(i-1) .. +2, its weights peer port +5 and triton_server_name benchN,
 since host networking puts every instance on the same loopback), empties the
 controller's copy of the weights and runs the real `ansible-playbook site.yml`
 twice:
@@ -130,7 +130,10 @@ def write_inventory(workdir, count):
                   f"              triton_server_name: bench{index}",
                   f"              triton_server_http_port: {http}",
                   f"              triton_server_grpc_port: {grpc}",
-                  f"              triton_server_metrics_port: {metrics}"]
+                  f"              triton_server_metrics_port: {metrics}",
+                  # the weights' host-to-host copies (hf_model_fanout controller): one port each here
+                  "              hf_model_peer_address: 127.0.0.1",
+                  f"              hf_model_peer_port: {metrics + 3}"]
     path = os.path.join(workdir, "hosts.yml")
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")

@@ -1,17 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Fan-out figures for the hf_model role: bytes served by the Hub and wall time
-for every-host-from-the-Hub (hf_model_fanout=hub) against download-once-and-
-distribute (hf_model_fanout=controller), for 1, 3 and 6 hosts, and the time of
-a re-run when nothing changed.
+"""Fan-out figures for the hf_model role, for 1, 2, 4 and 8 hosts: bytes served by the Hub,
+bytes the controller sent, bytes hosts sent each other, and wall time, for every host from the
+Hub (hf_model_fanout=hub), download once and send from the controller to every host
+(hf_model_fanout=controller, hf_model_controller_copies = the hosts) and download once and copy
+host to host (hf_model_fanout=controller, the default hf_model_controller_copies 1); then a
+re-run when nothing changed and a re-run after one host lost its copy.
 
 Runs the real role with ansible-playbook against N "hosts" that are local
 connections with their own hf_model_dir, and the Hub test double
 (tests/fixtures/hf_hub) behind one throttled link shared by all downloads, so
 that the Hub side behaves like a site's internet uplink. Distribution is rsync
-on the same machine here, so it measures the protocol cost, not a LAN.
+and HTTP on the same machine here, so it measures the protocol cost and the bytes each side
+sends, not a LAN.
 Not run by CI.
 
-    python bench/hf_model_fanout.py [--hosts 1,3,6] [--lfs-mb 32] [--link-mbps 400]
+    python bench/hf_model_fanout.py [--hosts 1,2,4,8] [--lfs-mb 32] [--link-mbps 400]
 """
 
 import argparse
@@ -31,15 +34,10 @@ _SPEC = importlib.util.spec_from_file_location("hf_hub_double", os.path.join(ROO
 hub_double = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(hub_double)
 PORT = 18330
+PEER_PORT = 18340
 ENDPOINT = "http://127.0.0.1:%d" % PORT
 
-PLAYBOOK = """
-- name: Sync the models
-  hosts: all
-  gather_facts: false
-  roles:
-    - role: onprem.triton.hf_model
-"""
+PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "hf_model_sync_report.yml")
 
 
 def hub_call(path, body=None):
@@ -48,7 +46,7 @@ def hub_call(path, body=None):
         return json.load(response)
 
 
-def write_inventory(workdir, hosts, fanout):
+def write_inventory(workdir, hosts, fanout, copies):
     lines = ["all:", "  vars:",
              "    ansible_connection: local",
              "    ansible_python_interpreter: %s" % sys.executable,
@@ -58,12 +56,16 @@ def write_inventory(workdir, hosts, fanout):
              "    hf_model_poll_interval: 1",
              "    hf_model_min_free_bytes: 0",
              "    hf_model_controller_dir: %s/controller" % workdir,
+             "    hf_model_controller_copies: %d" % copies,
+             "    hf_model_peer_address: 127.0.0.1",
+             "    report_dir: %s/report" % workdir,
              "    triton_models: [{name: tiny-llm, serve: false,"
              " weights: {repo_id: onprem-test/tiny-llm, ignore_patterns: ['original/*']}}]",
              "  hosts:"]
     for index in range(hosts):
-        lines += ["    host%d:" % index, "      hf_model_dir: %s/host%d/models" % (workdir, index)]
-    path = os.path.join(workdir, "inventory-%s.yml" % fanout)
+        lines += ["    host%d:" % index, "      hf_model_dir: %s/host%d/models" % (workdir, index),
+                  "      hf_model_peer_port: %d" % (PEER_PORT + index)]
+    path = os.path.join(workdir, "inventory-%s-%d.yml" % (fanout, copies))
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return path
@@ -72,7 +74,7 @@ def write_inventory(workdir, hosts, fanout):
 def run_playbook(workdir, inventory):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible", "collections"),
                HF_HOME=os.path.join(workdir, "hf_home"))
-    playbook = os.path.join(workdir, "sync.yml")
+    playbook = PLAYBOOK
     start = time.time()
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
                            playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
@@ -85,20 +87,40 @@ def run_playbook(workdir, inventory):
     return elapsed
 
 
-def measure(hosts, fanout, base):
+def transfers(workdir):
+    """(bytes the controller sent, bytes hosts sent each other) in the last run, from each host's
+    hf_model_synced."""
+    controller = peers = 0
+    report = os.path.join(workdir, "report")
+    for name in os.listdir(report):
+        with open(os.path.join(report, name)) as handle:
+            synced = json.load(handle)
+        for model in synced.values():
+            if model.get("received_from") == "controller":
+                controller += model["bytes"]
+        peers += max([m.get("bytes_sent_to_peers", 0) for m in synced.values()] or [0])
+        os.unlink(os.path.join(report, name))
+    return controller, peers
+
+
+def one_run(workdir, inventory):
+    hub_call("/_reset", {})
+    wall = run_playbook(workdir, inventory)
+    controller, peers = transfers(workdir)
+    return {"hub": hub_call("/_stats")["bytes_sent"], "controller": controller, "peers": peers, "wall": wall}
+
+
+def measure(hosts, fanout, copies, base):
+    """First run, re-run with nothing changed, re-run after the last host lost its copy."""
     workdir = tempfile.mkdtemp(prefix="hf-%s-%d-" % (fanout, hosts), dir=base)
-    with open(os.path.join(workdir, "sync.yml"), "w") as handle:
-        handle.write(PLAYBOOK)
-    inventory = write_inventory(workdir, hosts, fanout)
-    hub_call("/_reset", {})
+    os.makedirs(os.path.join(workdir, "report"))
+    inventory = write_inventory(workdir, hosts, fanout, copies)
     hub_call("/_control", {"rate": ARGS.link_mbps * 1000 * 1000 // 8})
-    first = run_playbook(workdir, inventory)
-    first_bytes = hub_call("/_stats")["bytes_sent"]
-    hub_call("/_reset", {})
-    again = run_playbook(workdir, inventory)
-    again_bytes = hub_call("/_stats")["bytes_sent"]
+    runs = [one_run(workdir, inventory), one_run(workdir, inventory)]
+    shutil.rmtree(os.path.join(workdir, "host%d" % (hosts - 1)))
+    runs.append(one_run(workdir, inventory))
     shutil.rmtree(workdir)
-    return first_bytes, first, again, again_bytes
+    return runs
 
 
 def main():
@@ -107,13 +129,16 @@ def main():
     try:
         print("model: onprem-test/tiny-llm (%.0f MiB LFS shard), Hub link %d Mbit/s shared by all downloads"
               % (ARGS.lfs_mb, ARGS.link_mbps))
-        print("%-5s %-22s %14s %9s %12s %14s" % ("hosts", "fan-out", "Hub bytes", "wall s", "re-run s",
-                                                 "re-run bytes"))
+        header = ("hosts", "fan-out", "run", "Hub bytes", "controller sent", "hosts sent", "wall s")
+        print("%-5s %-26s %-16s %12s %14s %12s %8s" % header)
         for hosts in ARGS.hosts:
-            for fanout, label in (("hub", "hub per host"), ("controller", "download once + rsync")):
-                got, wall, again, again_bytes = measure(hosts, fanout, base)
-                print("%-5d %-22s %14d %9.1f %12.1f %14d" % (hosts, label, got, wall, again, again_bytes))
-                sys.stdout.flush()
+            for fanout, copies, label in (("hub", 1, "hub per host"),
+                                          ("controller", hosts, "controller to every host"),
+                                          ("controller", 1, "controller once + peers")):
+                for run, figures in zip(("first", "no change", "one host lost"), measure(hosts, fanout, copies, base)):
+                    row = (hosts, label, run, figures["hub"], figures["controller"], figures["peers"], figures["wall"])
+                    print("%-5d %-26s %-16s %12d %14d %12d %8.1f" % row)
+                    sys.stdout.flush()
     finally:
         double.terminate()
         double.wait(10)
@@ -122,7 +147,7 @@ def main():
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hosts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 3, 6])
+    parser.add_argument("--hosts", type=lambda v: [int(x) for x in v.split(",")], default=[1, 2, 4, 8])
     parser.add_argument("--lfs-mb", type=float, default=32)
     parser.add_argument("--link-mbps", type=int, default=400, help="the Hub uplink, Mbit/s")
     parser.add_argument("--show-output", action="store_true", help="print the playbook output")

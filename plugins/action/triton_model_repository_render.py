@@ -12,8 +12,8 @@ __metaclass__ = type
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.onprem.triton.plugins.module_utils.variable_error import VariableError
 from ansible_collections.onprem.triton.plugins.plugin_utils.model_repository import (
-    ModelRepositoryError,
     build_plan,
     load_vllm_contract,
 )
@@ -46,7 +46,7 @@ _SETTINGS = ("models_dir", "server_models_dir", "engines_dir", "server_engines_d
 
 
 def render(params):
-    """The repository plan of validated parameters (ARGUMENT_SPEC). Raises ModelRepositoryError."""
+    """The repository plan of validated parameters (ARGUMENT_SPEC). Raises a VariableError (catalog, repository or release table)."""
     settings = dict((key, params[key]) for key in _SETTINGS)
     settings["release"] = params["release_facts"] or None
     if any(isinstance(model, dict) and model.get("backend") == "vllm" and model.get("serve", True)
@@ -85,7 +85,7 @@ class ActionModule(ActionBase):
             return result
         try:
             result.update(render(params))
-        except ModelRepositoryError as error:
+        except VariableError as error:
             result.update(failed=True, msg=str(error), variable=error.variable)
             return result
         result["changed"] = False

@@ -16,7 +16,8 @@ description:
     readiness gate can say why instead of timing out.
   - "The last status table wins (a restarted server logs one per start); the first error is the
     first C(failed to load) line, else the first line that looks like an error: C(error: creating server),
-    an C(E) log line, C(ERROR:) of the container banner or docker's own errors."
+    an C(E) log line, C(ERROR:) of the container banner, docker's own errors, or the exception line that
+    ends a Python traceback (a launcher or frontend that fails at start)."
   - Causes, in the order tried on the failing models' reasons then on the error lines -
     C(hf_unauthorized), C(hf_offline), C(cuda_oom), C(driver_too_old), C(shm_too_small),
     C(wrong_backend), C(gpu_runtime_missing), C(ulimit_denied), C(image_missing), C(model_not_found), C(bad_config);
@@ -119,6 +120,9 @@ _TABLE_RULE = re.compile(r"^\+[-+]+\+\s*$")
 _FAILED_LOAD = re.compile(r"failed to load '[^']+' version")
 _GENERIC_ERROR = re.compile(
     r"^error: creating server:|^E\d{4} |^docker: |^Unable to find image|^ERROR: |^Error(?: response from daemon)?:|Traceback \(most recent call last\)")
+_TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
+# `json.decoder.JSONDecodeError: ...`, `SystemExit: ...`, `KeyboardInterrupt`: a traceback's last line.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)(?::\s.*)?$")
 # tritonserver's info and warning lines; never a cause on their own.
 _INFO_OR_WARNING = re.compile(r"^[IW]\d{4} ")
 # Lines tritonserver logs as errors on every start without a GPU; not a cause.
@@ -159,9 +163,19 @@ def _parse_last_table(lines):
 
 def _first_error(lines):
     for pattern in (_FAILED_LOAD, _GENERIC_ERROR):
-        for line in lines:
+        for index, line in enumerate(lines):
             if pattern.search(line) and not _BENIGN_ERRORS.search(line):
+                if _TRACEBACK.search(line):
+                    return _exception_of(lines[index + 1:]) or line.strip()
                 return line.strip()
+    return ""
+
+
+def _exception_of(lines):
+    """The line that ends a Python traceback (`Type: message`): what a traceback's own first line does not say."""
+    for line in lines:
+        if _EXCEPTION_LINE.match(line.strip()):
+            return line.strip()
     return ""
 
 

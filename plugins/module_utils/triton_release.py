@@ -14,6 +14,8 @@ __metaclass__ = type
 
 import re
 
+from ansible_collections.onprem.triton.plugins.module_utils.variable_error import VariableError
+
 # Image backends (triton_server_backend, the tag's middle part) and the model backend each serves.
 IMAGE_BACKENDS = ("vllm", "trtllm")
 MODEL_BACKEND_IMAGE = {"vllm": "vllm", "tensorrtllm": "trtllm"}
@@ -21,13 +23,8 @@ LAYOUT_STATUSES = ("supported", "deprecated", "removed")
 TRTLLM_LAYOUT_NAMES = ("inflight_batcher", "llmapi")
 
 
-class TritonReleaseError(ValueError):
+class TritonReleaseError(VariableError):
     """A release, backend or layout the table does not offer; names the variable at fault."""
-
-    def __init__(self, variable, message):
-        super(TritonReleaseError, self).__init__("%s: %s" % (variable, message))
-        self.variable = variable
-        self.message = message
 
 
 def known_releases(table):

@@ -147,6 +147,43 @@ options:
   max_p95_ms:
     description: Fail when the p95 latency of the concurrency probe exceeds this many milliseconds.
     type: float
+  openai:
+    description:
+      - Also probe the OpenAI-compatible API (Triton's OpenAI frontend, or a gateway in front of it), after
+        the KServe checks passed. C(GET /v1/models) must list the model, a streamed chat completion must answer
+        (its time to first token and output tokens per second are reported), and, with O(openai.check_refusal),
+        a request with a wrong key and one with no key must both be refused (HTTP 401 or 403).
+      - A refusal of O(openai.api_key) itself fails with RV(error_kind=forbidden) and says so.
+    type: dict
+    suboptions:
+      url:
+        description: Address of the OpenAI API, C(host:port) or C(http(s)://host:port) (a trailing C(/v1) is dropped).
+        type: str
+        required: true
+      api_key:
+        description: "The key, sent as C(Authorization: Bearer KEY). Empty sends none."
+        type: str
+        default: ""
+      model:
+        description: The model to list and ask. Default, the first of O(models).
+        type: str
+      prompt:
+        description: The user message of the chat completion. Default, O(prompt).
+        type: str
+      max_tokens:
+        description: C(max_tokens) of the chat completion.
+        type: int
+        default: 16
+      check_refusal:
+        description: Also check that a wrong key and a missing key are refused.
+        type: bool
+        default: true
+      max_ttft_ms:
+        description: Fail when the chat completion's time to first token exceeds this many milliseconds.
+        type: float
+      min_tokens_per_second:
+        description: Fail when the chat completion produces fewer output tokens per second than this.
+        type: float
   require_server_ready:
     description:
       - Wait for the server's own readiness too. Triton's strict readiness is false while any loaded
@@ -210,6 +247,16 @@ EXAMPLES = r"""
     concurrency: 8
     max_p95_ms: 5000
   register: triton_load
+
+- name: Probe the OpenAI API of the server (models, a streamed chat, a wrong and a missing key refused)
+  onprem.triton.triton_check:
+    url: 127.0.0.1:8000
+    models: [llama3]
+    openai:
+      url: 127.0.0.1:9000
+      api_key: "{{ triton_server_openai_api_key }}"
+      max_ttft_ms: 2000
+  register: triton_openai
 
 - name: Show the figures
   ansible.builtin.debug:
@@ -387,6 +434,35 @@ models:
       type: list
       elements: str
       sample: []
+openai:
+  description: The OpenAI API probe, when O(openai) is set.
+  returned: when O(openai) is set and the KServe checks passed
+  type: dict
+  contains:
+    url:
+      description: The base URL probed.
+      type: str
+      sample: http://127.0.0.1:9000
+    models:
+      description: The ids C(GET /v1/models) listed.
+      type: list
+      elements: str
+      sample: [llama3]
+    generation:
+      description: The streamed chat completion (text, chunks, output_tokens, output_tokens_source, ttft_ms, latency_ms,
+        output_tokens_per_second).
+      type: dict
+      sample: {text: " The sea is vast.", chunks: 5, output_tokens: 5, output_tokens_source: usage, ttft_ms: 38.1,
+               latency_ms: 160.2, output_tokens_per_second: 31.2}
+    refusals:
+      description: The HTTP status of C(GET /v1/models) with a wrong key and with none (401 or 403 when refused).
+      type: dict
+      sample: {wrong_key: 401, missing_key: 401}
+    checks:
+      description: Every check made on the OpenAI API, passed or not.
+      type: list
+      elements: dict
+      sample: [{name: openai_refuses_wrong_key, passed: true, detail: "a wrong key is refused (HTTP 401)"}]
 failures:
   description: Everything that failed; empty when the check passed.
   returned: always
@@ -419,6 +495,11 @@ import time
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.parsing.convert_bool import boolean
 
+from ansible_collections.onprem.triton.plugins.module_utils.openai_probe import (
+    WRONG_KEY,
+    OpenAIError,
+    OpenAIProbe,
+)
 from ansible_collections.onprem.triton.plugins.module_utils.triton_probe import (
     ProbeError,
     TritonProbe,
@@ -435,8 +516,10 @@ _TERMINAL_KINDS = ("tls", "forbidden", "unknown_model", "load_failed", "not_load
 class TritonCheck:
     """The check: wait for readiness, read configs, generate, compare to thresholds."""
 
-    def __init__(self, params, probe=None, sleep=time.sleep, clock=time.monotonic):
+    def __init__(self, params, probe=None, sleep=time.sleep, clock=time.monotonic, openai_probe=None):
         self.params = params
+        self.openai_probe = openai_probe
+        self.openai = None
         self.probe = probe or TritonProbe(
             url=params["url"], protocol=params["protocol"], headers=params["headers"], tls=params["tls"],
             ca_cert=params["ca_cert"], client_cert=params["client_cert"], client_key=params["client_key"],
@@ -650,12 +733,63 @@ class TritonCheck:
         except ProbeError as error:
             self.fail(error.kind, "model %s: %s" % (model["name"], error.message), model)
 
+    # -- the OpenAI API -------------------------------------------------------
+    def _openai_check(self, name, passed, detail, kind="check"):
+        self.openai["checks"].append({"name": name, "passed": bool(passed), "detail": detail})
+        if not passed:
+            self.fail(kind, "OpenAI API: %s" % detail)
+
+    def check_openai(self, options):
+        probe = self.openai_probe or OpenAIProbe(
+            options["url"], options.get("api_key") or "", tls=self.params["tls"], ca_cert=self.params["ca_cert"],
+            validate_certs=self.params["validate_certs"], request_timeout=self.params["request_timeout"])
+        model = options.get("model") or (self.params["models"][0]["name"] if self.params["models"] else None)
+        self.openai = {"url": probe.url, "models": None, "generation": None, "refusals": {}, "checks": []}
+        try:
+            self.openai["models"] = probe.list_models()
+            self._openai_check("openai_models", model in self.openai["models"], "GET /v1/models %s %s (listed: %s)" % (
+                "lists" if model in self.openai["models"] else "does not list", model,
+                ", ".join(self.openai["models"]) or "none"), "unknown_model")
+            generation = probe.chat_stream(model, options.get("prompt") or self.params["prompt"],
+                                           options.get("max_tokens") or 16)
+            self.openai["generation"] = generation
+            self._openai_check("openai_chat_stream", generation["chunks"] > 0,
+                               "a streamed chat completion of %s answered %d chunk(s)" % (model, generation["chunks"]))
+            for option, key, within, sign in (("max_ttft_ms", "ttft_ms", lambda v, t: v <= t, "<="),
+                                              ("min_tokens_per_second", "output_tokens_per_second",
+                                               lambda v, t: v >= t, ">=")):
+                threshold = options.get(option)
+                if threshold is not None:
+                    value = generation[key]
+                    self._openai_check("openai_" + option, within(value, threshold), "%s %s %s %s" % (
+                        key, value, sign if within(value, threshold) else "not " + sign, threshold))
+        except OpenAIError as error:
+            if error.kind == "forbidden":
+                self.fail("forbidden", "OpenAI API: the key given was refused (%s); check openai.api_key" % error.message)
+            else:
+                self.fail(error.kind, "OpenAI API: %s" % error.message)
+            return
+        if options.get("check_refusal", True):
+            for name, key in (("wrong_key", WRONG_KEY), ("missing_key", "")):
+                try:
+                    status = probe.refusal(key)
+                except OpenAIError as error:
+                    self.fail(error.kind, "OpenAI API: %s" % error.message)
+                    return
+                self.openai["refusals"][name] = status
+                what = "a wrong key" if name == "wrong_key" else "a request without a key"
+                refused = status in (401, 403)
+                self._openai_check("openai_refuses_" + name, refused, "%s is refused (HTTP %d)" % (what, status)
+                                   if refused else "%s is NOT refused (HTTP %d): the API is not protected" % (what, status))
+
     def run(self):
         try:
             if self.wait_until_ready():
                 self.read_server_metadata()
                 for model, spec in zip(self.models, self.params["models"]):
                     self.check_model(model, spec)
+                if self.params.get("openai"):
+                    self.check_openai(self.params["openai"])
         finally:
             self.probe.close()
         return self.result()
@@ -674,6 +808,8 @@ class TritonCheck:
                   "waited_s": self.waited_s, "attempts": self.attempts}
         if self.index is not None:
             result["repository_index"] = self.index
+        if self.openai is not None:
+            result["openai"] = self.openai
         if self.failures:
             result["error_kind"] = self.error_kind
         return result
@@ -704,6 +840,16 @@ def argument_spec():
         min_tokens_per_second=dict(type="float", no_log=False),
         concurrency=dict(type="int", default=0),
         max_p95_ms=dict(type="float"),
+        openai=dict(type="dict", options=dict(
+            url=dict(type="str", required=True),
+            api_key=dict(type="str", default="", no_log=True),
+            model=dict(type="str"),
+            prompt=dict(type="str"),
+            max_tokens=dict(type="int", default=16, no_log=False),
+            check_refusal=dict(type="bool", default=True),
+            max_ttft_ms=dict(type="float"),
+            min_tokens_per_second=dict(type="float", no_log=False),
+        )),
         require_server_ready=dict(type="bool", default=True),
         wait_timeout=dict(type="float", default=300),
         request_timeout=dict(type="float", default=60),
@@ -769,6 +915,12 @@ def validate(params):
         errors.append("models lists the same name and version twice")
     if params["client_key"] and not params["client_cert"]:
         errors.append("client_key needs client_cert")
+    openai = params.get("openai")
+    if openai:
+        if not (openai.get("model") or params["models"]):
+            errors.append("openai.model is required when models is empty")
+        if openai["max_tokens"] < 1:
+            errors.append("openai.max_tokens must be >= 1, got %s" % openai["max_tokens"])
     return errors
 
 

@@ -19,6 +19,8 @@ __metaclass__ = type
 import copy
 import re
 
+from ansible_collections.onprem.triton.plugins.module_utils.variable_error import VariableError
+
 CATALOG_VAR = "triton_models"
 # The weights folder names hf_model installs (<hf_model_dir>/<dir>) and Triton model names.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -67,13 +69,8 @@ SOURCE_KEYS = ("weights", "model_path", "hf_repo_id")
 _CATALOG_ONLY = ("weights", "serve")
 
 
-class ModelCatalogError(Exception):
+class ModelCatalogError(VariableError):
     """A bad catalog entry, naming the variable at fault."""
-
-    def __init__(self, variable, message):
-        super(ModelCatalogError, self).__init__("%s: %s" % (variable, message))
-        self.variable = variable
-        self.message = message
 
 
 def _where(index, key=None, sub=None):

@@ -18,7 +18,6 @@ import re
 
 from ansible_collections.onprem.triton.plugins.plugin_utils.model_catalog import (
     CATALOG_VAR,
-    ModelCatalogError,
     served_models,
 )
 from ansible_collections.onprem.triton.plugins.module_utils.triton_release import (
@@ -28,6 +27,7 @@ from ansible_collections.onprem.triton.plugins.module_utils.triton_release impor
     default_layout,
     image,
 )
+from ansible_collections.onprem.triton.plugins.module_utils.variable_error import VariableError
 
 VAR = CATALOG_VAR
 BACKENDS = ("vllm", "tensorrtllm")
@@ -198,12 +198,8 @@ TRTLLM_QUANTIZATIONS = ("int8_weight_only", "int4_weight_only", "int4_awq", "w4a
                         "smoothquant")
 
 
-class ModelRepositoryError(Exception):
+class ModelRepositoryError(VariableError):
     """A bad input, always naming the variable at fault."""
-
-    def __init__(self, variable, message):
-        super(ModelRepositoryError, self).__init__("%s: %s" % (variable, message))
-        self.variable = variable
 
 
 def _var(index, key=None):
@@ -468,10 +464,6 @@ def _one_batcher_per_server(result, batchers):
             % (result[batchers[1]]["name"], result[batchers[0]]["name"], _var(batchers[0]), result[batchers[0]]["instance"]))
 
 
-def _release_error(error):
-    return ModelRepositoryError(error.variable, error.message)
-
-
 def _check_release_backend(release, backend, index):
     """The pinned release (settings["release"], an entry of the release table) must offer the
     model's backend: an image in the table (the TensorRT-LLM layout is checked in _normalize_trtllm)."""
@@ -642,10 +634,7 @@ def _normalize_trtllm(model, index, settings):
     if trt["layout"] not in TRTLLM_LAYOUTS:
         raise ModelRepositoryError(where("layout"), "must be one of %s, got %r" % (", ".join(TRTLLM_LAYOUTS), trt["layout"]))
     if release:
-        try:
-            check_layout(release, trt["layout"], where("layout"), "model_repository_triton_release")
-        except TritonReleaseError as error:
-            raise _release_error(error)
+        check_layout(release, trt["layout"], where("layout"), "model_repository_triton_release")
     if trt["layout"] == "llmapi" and _bool(trt["build"], where("build")):
         raise ModelRepositoryError(where("build"), "the LLM-API layout loads the checkpoint itself: no engine is built "
                                    "for it (build is for layout inflight_batcher)")
@@ -1028,10 +1017,7 @@ def engine_fingerprint(model):
 def serving_list(catalog, synced, models_dir):
     """The served entries of the catalog (triton_models) with their model_path, and the settings
     that name each by its catalog position."""
-    try:
-        pairs = served_models(catalog, synced, models_dir)
-    except ModelCatalogError as error:
-        raise ModelRepositoryError(error.variable, error.message)
+    pairs = served_models(catalog, synced, models_dir)
     return [model for _index, model in pairs], [index for index, _model in pairs]
 
 

@@ -3,7 +3,8 @@
 # tritonserver 2.51 with its Python backend (both from the nvidia-pytriton wheel
 # in the virtualenv) plus the stand-in `vllm` backend of tests/fixtures/triton
 # (a test double: the real vLLM engine needs a GPU and an NGC image, neither
-# reachable here). Laid out like NGC's tritonserver image so it runs the same:
+# reachable here), and the OpenAI frontend's contract double (tests/fixtures/openai_frontend)
+# where the vLLM images carry the real one. Laid out like NGC's tritonserver image so it runs the same:
 #   docker run --network host -v REPO:/models onprem-triton/tritonserver-fixture \
 #     tritonserver --model-repository=/models --model-control-mode=explicit --load-model=NAME
 # Based on the Debian 12 systemd image (python3.11, matching the 3.11 stub).
@@ -25,9 +26,10 @@ base_id="$(docker image inspect --format '{{.Id}}' "${base}")"
 
 dockerfile="$(cat <<DOCKERFILE
 FROM ${base}
-# libpython3.11 for the python backend stub, numpy for pb_utils; nothing else.
+# libpython3.11 for the python backend stub, numpy for pb_utils; jinja2 for the OpenAI
+# frontend double's chat templates (tests/fixtures/openai_frontend); nothing else.
 RUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
-      libpython3.11 python3-numpy >/dev/null \\
+      libpython3.11 python3-numpy python3-jinja2 >/dev/null \\
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/* /usr/share/man/* \\
       /usr/lib/python3/dist-packages/numpy/*/tests /usr/lib/python3/dist-packages/numpy/tests
 COPY opt/tritonserver /opt/tritonserver
@@ -40,7 +42,7 @@ DOCKERFILE
 )"
 
 tag="$( { echo "${dockerfile}"; echo "${base_id}"; cat "${BASH_SOURCE[0]}";
-          find "${repo}/tests/fixtures/triton/backends" -type f ! -path '*__pycache__*' -print0 | sort -z | xargs -0 cat;
+          find "${repo}/tests/fixtures/triton/backends" "${repo}/tests/fixtures/openai_frontend" -type f ! -path '*__pycache__*' -print0 | sort -z | xargs -0 cat;
           sha256sum "${server}/bin/tritonserver" "${server}/backends/python/libtriton_python.so"; } \
         | sha256sum | cut -c1-12)"
 image="${name}:${tag}"
@@ -59,6 +61,9 @@ else
   # The bundled libraries, less the Python 3.13 runtime only the 3.13 stub uses.
   find "${libs}" -maxdepth 1 -type f -name '*.so*' ! -name 'libpython3-*' -exec cp {} "${opt}/lib/" \;
   (cd "${repo}/tests/fixtures/triton/backends" && find . -type f ! -path '*__pycache__*' -exec cp --parents {} "${opt}/backends/" \;)
+  # Where the vLLM images carry the OpenAI frontend: its contract double (see its docstring).
+  mkdir -p "${opt}/python/openai"
+  (cd "${repo}/tests/fixtures/openai_frontend" && find . -type f ! -path '*__pycache__*' ! -name README.md -exec cp --parents {} "${opt}/python/openai/" \;)
   strip --strip-unneeded "${opt}"/lib/*.so* "${opt}/bin/tritonserver" 2>/dev/null || true
   echo "${dockerfile}" > "${context}/Dockerfile"
   echo "building ${image}"

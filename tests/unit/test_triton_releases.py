@@ -165,20 +165,20 @@ def test_25_12_lets_the_inventory_choose_the_layout():
 
 
 def test_26_07_refuses_the_engine_layout():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         _normalize("26.07", dict(TRT, trtllm={"layout": "inflight_batcher", "build": True}))
     assert error.value.variable == "triton_models[0].trtllm.layout"
     assert "model_repository_triton_release" in str(error.value)
 
 
 def test_the_llmapi_layout_builds_no_engine():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         _normalize("25.12", dict(TRT, model_path="/opt/models/m", hf_repo_id=None, trtllm={"layout": "llmapi", "build": True}))
     assert error.value.variable == "triton_models[0].trtllm.build"
 
 
 def test_26_08_refuses_tensorrtllm_naming_the_backend():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         _normalize("26.08", dict(TRT))
     assert error.value.variable == "triton_models[0].backend"
     assert "not offered by Triton release 26.08" in str(error.value)
@@ -207,7 +207,7 @@ def test_what_25_12_accepts_and_26_07_refuses(engine_args, variable):
     old = dict(SETTINGS, release=tr.release_entry(TABLE, "25.12"), vllm_contract=mr.load_vllm_contract(CONTRACTS, "25.12"))
     new = dict(SETTINGS, release=tr.release_entry(TABLE, "26.07"), vllm_contract=mr.load_vllm_contract(CONTRACTS, "26.07"))
     mr.normalize_models([dict(model)], GPUS, old)
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         mr.normalize_models([dict(model)], GPUS, new)
     assert error.value.variable == variable and "0.24.0" in str(error.value)
 
@@ -283,7 +283,7 @@ def test_every_release_renders_what_it_offers_and_refuses_the_rest(release, back
         if backend == "vllm":
             settings["vllm_contract"] = mr.load_vllm_contract(CONTRACTS, release)
         result = mr.build_plan([_model(backend, layout)], H100, None, settings, TEMPLATES, "/opt/triton/all_models/x")
-    except mr.ModelRepositoryError as error:
+    except mr.VariableError as error:
         assert not offered, str(error)
         assert error.variable in ("model_repository_triton_release", "triton_models[0].backend",
                                   "triton_models[0].trtllm.layout"), str(error)

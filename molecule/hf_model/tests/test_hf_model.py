@@ -72,3 +72,27 @@ def test_hub_served_each_file_once():
     assert set(downloaded.values()) == {1}, downloaded
     # tiny-llm without original/ (6 files) and gated-llm's json + safetensors files (5)
     assert len(downloaded) == 11, sorted(downloaded)
+
+
+def _copies():
+    path = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "hf_model_copies.jsonl")
+    with open(path) as handle:
+        return dict((line["host"], line) for line in map(json.loads, handle))
+
+
+def test_controller_sent_one_copy_and_the_others_pulled_from_a_peer():
+    """hf_model_controller_copies 1: the controller sends to the first host only; the second
+    and third pull from it (round 0: position 1 from 0; round 1: position 2 from 0)."""
+    copies = _copies()
+    assert sorted(copies) == ["hf-model-1", "hf-model-2", "hf-model-3"], copies
+    assert copies["hf-model-1"]["received_from"] == ["controller"]
+    assert copies["hf-model-2"]["received_from"] == ["peer hf-model-1"]
+    assert copies["hf-model-3"]["received_from"] == ["peer hf-model-1"]
+    # what hf-model-1 served is the two copies twice (both models, to two peers), manifests included
+    sent = copies["hf-model-1"]["bytes_sent"]
+    assert sent > 0 and copies["hf-model-2"]["bytes_sent"] == 0 and copies["hf-model-3"]["bytes_sent"] == 0
+
+
+@pytest.mark.parametrize("port", [18321, 18322, 18323])
+def test_no_host_serves_after_the_run(host, port):
+    assert not host.socket("tcp://127.0.0.1:%d" % port).is_listening

@@ -66,3 +66,20 @@ def test_haproxy_check_refuses_a_configuration_whose_key_file_is_missing(tmp_pat
     check = haproxy_check(tmp_path, config)
     assert check.returncode != 0
     assert "gateway-api-keys.lst" in check.stdout + check.stderr
+
+
+def test_the_openai_endpoint_balances_each_servers_openai_port_checked_on_its_kserve_port(tmp_path):
+    config = render(tmp_path, gateway_openai_enabled=True, gateway_api_keys=["k" * 40])
+    (tmp_path / "gateway-api-keys.lst").write_text("Bearer " + "k" * 40 + "\n")
+    check = haproxy_check(tmp_path, config)
+    assert check.returncode == 0, check.stdout + check.stderr
+    frontend = config.split("\nfrontend triton_openai\n", 1)[1].split("\nbackend ", 1)[0]
+    assert "bind 0.0.0.0:9000" in frontend and "unless { req.hdr(authorization) -m str -f" in frontend
+    # the triton_server role's default OpenAI port (9000) for every host here; health on the KServe port
+    assert [s[1:] for s in server_lines(config, "triton_openai")] == [
+        ["gpu-a", "10.0.0.5:9000", "check", "port", "8100"], ["gpu-b", "[fd00::7]:9000", "check", "port", "8000"],
+        ["gpu-c", "10.0.1.9:9000", "check", "port", "8000"]]
+
+
+def test_no_openai_endpoint_by_default(tmp_path):
+    assert "triton_openai" not in render(tmp_path)

@@ -98,6 +98,17 @@ def test_scrape_targets_are_built_from_the_inventory(tmp_path):
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["127.0.0.1:9093"]
 
 
+def test_with_the_openai_frontend_on_triton_is_scraped_on_its_openai_port(tmp_path):
+    """The frontend opens no metrics port and serves /metrics on its own port (the launcher leaves
+    /metrics unrestricted): the scrape target follows triton_server_openai_port (default 9000)."""
+    config_path = render(tmp_path, "prometheus.yml", "prometheus.yml.j2", triton_server_openai_enabled=True)
+    check = promtool("check", "config", "--syntax-only", str(config_path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    jobs = {job["job_name"]: job["static_configs"] for job in yaml.safe_load(config_path.read_text(encoding="utf-8"))["scrape_configs"]}
+    assert [target for config in jobs["triton"] for target in config["targets"]] == [
+        "10.0.0.5:9010", "[fd00::7]:9000", "10.0.0.9:9000"]
+
+
 def test_alertmanager_routes_pass_amtool(tmp_path):
     config_path = render(tmp_path, "alertmanager.yml", "alertmanager.yml.j2", monitoring_alertmanager_receivers=[
         {"name": "default"}, {"name": "oncall", "webhook_configs": [{"url": "http://127.0.0.1:19999/hook"}]}])

@@ -54,6 +54,14 @@ def test_bad_variable_fails_naming_it():
     assert out["msg"].startswith("triton_models[0].gpus: GPU(s) [3] not on this host")
 
 
+def test_a_catalog_error_fails_naming_the_entry():
+    """The catalog's own check (no weights source) reaches the task as it is, not re-wrapped."""
+    out = run(gpus=[{"index": 0, "memory_total_mib": 24564}],
+              models=[{"name": "x", "backend": "vllm"}])
+    assert out["failed"] and out["variable"].startswith("triton_models[0]")
+    assert out["msg"].startswith(out["variable"] + ": ")
+
+
 def test_engine_args_checked_against_the_pinned_release():
     out = run(gpus=[{"index": 0, "memory_total_mib": 24564}], triton_release="25.12",
               models=[{"name": "x", "backend": "vllm", "hf_repo_id": "o/x",

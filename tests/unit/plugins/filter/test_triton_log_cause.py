@@ -97,6 +97,28 @@ def test_single_error_lines(line, cause):
     assert diagnosis["first_error"] == line.strip()
 
 
+# What the OpenAI frontend's launcher printed in molecule triton_server when its tokenizer config
+# was not JSON (journal of the unit, `-o cat`): the traceback's first line says nothing.
+FRONTEND_TRACEBACK = """Started triton-molecule.service - Triton Inference Server molecule (vllm).
+Traceback (most recent call last):
+  File "/usr/local/lib/onprem-triton/triton_openai_launch.py", line 51, in <module>
+    main()
+  File "/opt/tritonserver/python/openai/openai_frontend/main.py", line 112, in load_chat_template
+    config = json.load(handle)
+             ^^^^^^^^^^^^^^^^^
+json.decoder.JSONDecodeError: Invalid control character at: line 1 column 78 (char 77)
+triton-molecule.service: Main process exited, code=exited, status=1/FAILURE
+"""
+
+
+def test_a_traceback_is_reported_by_its_exception_line():
+    diagnosis = triton_log_cause(FRONTEND_TRACEBACK)
+    assert diagnosis["first_error"] == "json.decoder.JSONDecodeError: Invalid control character at: line 1 column 78 (char 77)"
+    assert diagnosis["summary"].endswith("| first error: " + diagnosis["first_error"])
+    # a traceback cut off before its last line still names the traceback
+    assert triton_log_cause(FRONTEND_TRACEBACK.split("json.decoder", maxsplit=1)[0])["first_error"] == "Traceback (most recent call last):"
+
+
 def test_empty_log():
     assert triton_log_cause("")["cause"] == "none"
     assert triton_log_cause(None)["models"] == []

@@ -110,7 +110,7 @@ def test_repository_errors_name_the_catalog_position():
     """An entry that is not served still counts: the message names the entry the operator wrote."""
     catalog = [{"name": "tiny", "serve": False, "weights": {"repo_id": "org/tiny"}},
                dict(GEMMA, backend="onnx")]
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         models, indices = mr.serving_list(catalog, {}, "/opt/models")
         mr.normalize_models(models, [{"index": 0, "memory_total_mib": 81559}],
                             {"models_dir": "/opt/models", "server_models_dir": "/opt/models",
@@ -119,7 +119,7 @@ def test_repository_errors_name_the_catalog_position():
 
 
 def test_repository_refuses_a_bad_catalog_naming_it():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         mr.serving_list([dict(LLAMA, weights={"repo_id": "nope"})], {}, "/opt/models")
     assert error.value.variable == "triton_models[0].weights.repo_id"
 
@@ -140,6 +140,7 @@ def test_the_check_catches_a_hand_edit(tmp_path):
     """--check fails when a role's block differs from the schema (so the test above can fail)."""
     copy_root = tmp_path / "tree"
     for part in ("scripts/model_catalog_specs.py", "plugins/plugin_utils/model_catalog.py",
+                 "plugins/module_utils/variable_error.py",
                  "roles/hf_model/meta/argument_specs.yml", "roles/model_repository/meta/argument_specs.yml"):
         (copy_root / part).parent.mkdir(parents=True, exist_ok=True)
         (copy_root / part).write_text((ROOT / part).read_text())

@@ -136,7 +136,7 @@ def test_gpu_plan_splits_shared_gpu():
 
 
 def test_overcommit_names_models_and_numbers():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         plan([{"name": "a", "backend": "vllm", "hf_repo_id": "org/a", "gpus": [1], "gpu_memory_utilization": 0.6},
               {"name": "b", "backend": "vllm", "hf_repo_id": "org/b", "gpus": [1, 2], "tensor_parallel_size": 1,
                "gpu_memory_utilization": 0.5}])
@@ -147,7 +147,7 @@ def test_overcommit_names_models_and_numbers():
 
 
 def test_no_room_left_for_an_automatic_share():
-    with pytest.raises(mr.ModelRepositoryError, match="no room left for b"):
+    with pytest.raises(mr.VariableError, match="no room left for b"):
         plan([{"name": "a", "backend": "vllm", "hf_repo_id": "org/a", "gpus": [0], "gpu_memory_utilization": 0.88},
               {"name": "b", "backend": "vllm", "hf_repo_id": "org/b", "gpus": [0]}])
 
@@ -195,14 +195,14 @@ def test_no_room_left_for_an_automatic_share():
       {"name": "z", "backend": "tensorrtllm", "model_path": "/o"}], "triton_models[2]"),
 ])
 def test_bad_input_names_the_variable(models, variable):
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         plan(models)
     assert error.value.variable == variable
     assert str(error.value).startswith(variable + ": ")
 
 
 def test_no_gpu_facts_asks_for_the_override():
-    with pytest.raises(mr.ModelRepositoryError) as error:
+    with pytest.raises(mr.VariableError) as error:
         mr.build_plan([{"name": "x", "backend": "vllm", "hf_repo_id": "o/x"}], {"count": 0, "gpus": []}, [],
                       SETTINGS, TEMPLATES, "/x")
     assert error.value.variable == "model_repository_gpus"
@@ -213,13 +213,13 @@ def test_validation_refuses_a_config_triton_would_refuse():
     mr.plan_gpu_memory(models, mr.gpu_table({}, H100), 0.9)
     files = mr.render(models, TEMPLATES)
     broken = dict(files, **{"x/config.pbtxt": files["x/config.pbtxt"].replace("max_batch_size: 0", "max_batch_size: 8")})
-    with pytest.raises(mr.ModelRepositoryError, match="max_batch_size 0"):
+    with pytest.raises(mr.VariableError, match="max_batch_size 0"):
         mr.validate(models, broken)
     unparsable = dict(files, **{"x/config.pbtxt": files["x/config.pbtxt"] + "\nbogus_field: 1\n"})
-    with pytest.raises(mr.ModelRepositoryError, match="does not parse with Triton's ModelConfig schema"):
+    with pytest.raises(mr.VariableError, match="does not parse with Triton's ModelConfig schema"):
         mr.validate(models, unparsable)
     not_decoupled = dict(files, **{"x/config.pbtxt": files["x/config.pbtxt"].replace("decoupled: true", "decoupled: false")})
-    with pytest.raises(mr.ModelRepositoryError, match="decoupled"):
+    with pytest.raises(mr.VariableError, match="decoupled"):
         mr.validate(models, not_decoupled)
 
 
@@ -230,11 +230,11 @@ def test_validation_checks_the_trtllm_ensemble_wiring():
     files = mr.render(models, TEMPLATES)
     mr.validate(models, files)
     miswired = dict(files, **{"l/config.pbtxt": files["l/config.pbtxt"].replace('key: "QUERY"', 'key: "PROMPT"')})
-    with pytest.raises(mr.ModelRepositoryError, match="unknown input PROMPT"):
+    with pytest.raises(mr.VariableError, match="unknown input PROMPT"):
         mr.validate(models, miswired)
     unfilled = dict(files, **{"l_tensorrt_llm/config.pbtxt": files["l_tensorrt_llm/config.pbtxt"].replace(
         '"inflight_fused_batching"', '"${batching_strategy}"')})
-    with pytest.raises(mr.ModelRepositoryError, match="placeholders"):
+    with pytest.raises(mr.VariableError, match="placeholders"):
         mr.validate(models, unfilled)
 
 

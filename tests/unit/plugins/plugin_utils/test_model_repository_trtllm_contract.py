@@ -241,6 +241,7 @@ def test_server_environment_gets_orchestrator_mode_from_the_published_fact(facts
     role = ROOT / "roles" / "triton_server"
     defaults = yaml.safe_load((role / "defaults" / "main.yml").read_text())
     variables = dict(facts, ansible_managed="test", triton_server_hf_offline=True, triton_server_repository_api_key="k",
+                     triton_server_openai_enabled=False,
                      _triton_server_unit="triton.service",
                      triton_server_trtllm_orchestrator=trust_as_template(defaults["triton_server_trtllm_orchestrator"]))
     templar = Templar(loader=DataLoader(), variables=variables)
