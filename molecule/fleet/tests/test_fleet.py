@@ -56,6 +56,41 @@ def test_status_shows_every_host_ready(name):
     assert table.rstrip().endswith("4 of 4 host(s) serving every model"), table
 
 
+def _plan_round(name):
+    with open(os.path.join(REPORTS, "plan-%s.json" % name), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def test_the_first_run_rolls_every_fresh_host():
+    """converge's first site.yml: nothing runs yet, so the plan sends every host through the batches."""
+    plan = _plan_round("converge-1")
+    assert plan["roll"] == sorted(HOSTS) and plan["steady"] == [], plan
+    assert all(host["gated"] for host in plan["hosts"].values()), plan
+
+
+def test_a_run_that_changes_nothing_rolls_no_host_and_gates_every_host():
+    """molecule's idempotence run (converge's second site.yml): the plan puts every host in the steady pass."""
+    plan = _plan_round("converge-2")
+    assert plan["roll"] == [] and plan["steady"] == sorted(HOSTS), plan
+    for name, host in plan["hosts"].items():
+        # Same server process (a PID, not 0) and same generation.
+        assert host["after"] == host["before"] and host["before"][0] != "0", (name, host)
+        assert host["gated"], (name, host)
+
+
+def test_a_run_with_one_host_changed_rolls_only_that_host():
+    """side_effect's serve.yml run: fleet-vllm-1's model changed (max_model_len)."""
+    plan = _plan_round("one-host-changed")
+    assert plan["roll"] == ["fleet-vllm-1"] and plan["steady"] == sorted(set(HOSTS) - {"fleet-vllm-1"}), plan
+    changed = plan["hosts"]["fleet-vllm-1"]
+    # A new repository generation, served (the gate answered through it).
+    assert changed["after"][1] != changed["before"][1] and changed["gated"], changed
+    for name, host in plan["hosts"].items():
+        if name != "fleet-vllm-1":
+            # Same server process, same generation, and still gated in the steady pass.
+            assert host["after"] == host["before"] and host["gated"], (name, host)
+
+
 def test_upgrade_triton_reports_the_newest_release_and_changes_nothing():
     """From the fleet's 25.12 to the newest release of the table (26.08: vLLM image only): the vLLM
     hosts' image, driver and models, the TRT-LLM hosts' backend the release refuses; read-only."""

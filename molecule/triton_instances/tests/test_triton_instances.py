@@ -8,6 +8,7 @@ both instances, diagnose covers both, undeploy (last) removes both."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -113,6 +114,10 @@ def test_a_bad_change_to_another_instance_is_rolled_back_and_the_main_one_untouc
     run = _playbook("serve", "-e", f"@{bad}")
     output = run.stdout + run.stderr  # the failure's message is on stderr
     assert run.returncode != 0, output[-4000:]
+    # serve.yml's plan (issue 15) sends the host through the rolling batches for tp23's repository alone
+    plan = re.findall(r'"msg": "(triton-instances-debian12: (?:rolls|steady).*)"', output)
+    assert len(plan) == 1 and plan[0].startswith("triton-instances-debian12: rolls (tp23: repository generation "), plan
+    assert "(models big)" in plan[0] and "main:" not in plan[0], plan
     # the failure names the instance, the cause read from its log and the rollback
     assert "triton-tp23.service on triton-instances-debian12 did not bring its models up" in output, output[-4000:]
     assert BAD_LOAD in output, output[-4000:]
