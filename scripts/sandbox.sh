@@ -25,9 +25,14 @@ services() {
   image_id="$(docker image inspect --format '{{.Id}}' onprem-triton/tritonserver-fixture:latest)"
   if [[ "$(cat "${dir}/tritonserver-fixture.id" 2>/dev/null)" != "${image_id} ${mirror_refs[*]}" ]]; then
     echo "saving the Triton fixture image as ${mirror_refs[*]}"
-    for ref in "${mirror_refs[@]}"; do docker tag onprem-triton/tritonserver-fixture:latest "${ref}"; done
-    docker save --output "${dir}/tritonserver-fixture.tar" "${mirror_refs[@]}"
-    docker rmi "${mirror_refs[@]}" >/dev/null
+    # The mirror's names are tags in this machine's Docker that the Molecule scenarios tag and untag
+    # too (molecule/triton_server/tasks/prepare_image.yml), some at the same time: one at a time.
+    (
+      flock 9
+      for ref in "${mirror_refs[@]}"; do docker tag onprem-triton/tritonserver-fixture:latest "${ref}"; done
+      docker save --output "${dir}/tritonserver-fixture.tar" "${mirror_refs[@]}"
+      docker rmi "${mirror_refs[@]}" >/dev/null
+    ) 9>/tmp/onprem-triton-mirror-tags.lock
     echo "${image_id} ${mirror_refs[*]}" > "${dir}/tritonserver-fixture.id"
   fi
   if [[ -f "${dir}/hf_hub.pid" ]] && kill -0 "$(cat "${dir}/hf_hub.pid")" 2>/dev/null; then
