@@ -33,11 +33,11 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 _SPEC = importlib.util.spec_from_file_location("hf_hub_double", os.path.join(ROOT, "tests/fixtures/hf_hub/server.py"))
 hub_double = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(hub_double)
+sys.path.insert(0, ROOT)
+from tests.integration.hf_model_local_hosts import PLAYBOOK, write_inventory  # noqa: E402 pylint: disable=wrong-import-position
 PORT = 18330
 PEER_PORT = 18340
 ENDPOINT = "http://127.0.0.1:%d" % PORT
-
-PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "hf_model_sync_report.yml")
 
 
 def hub_call(path, body=None):
@@ -46,38 +46,18 @@ def hub_call(path, body=None):
         return json.load(response)
 
 
-def write_inventory(workdir, hosts, fanout, copies):
-    lines = ["all:", "  vars:",
-             "    ansible_connection: local",
-             "    ansible_python_interpreter: %s" % sys.executable,
-             "    hf_model_fanout: %s" % fanout,
-             "    hf_model_endpoint: %s" % ENDPOINT,
-             "    hf_model_client_install: false",
-             "    hf_model_poll_interval: 1",
-             "    hf_model_min_free_bytes: 0",
-             "    hf_model_controller_dir: %s/controller" % workdir,
-             "    hf_model_controller_copies: %d" % copies,
-             "    hf_model_peer_address: 127.0.0.1",
-             "    report_dir: %s/report" % workdir,
-             "    triton_models: [{name: tiny-llm, serve: false,"
-             " weights: {repo_id: onprem-test/tiny-llm, ignore_patterns: ['original/*']}}]",
-             "  hosts:"]
-    for index in range(hosts):
-        lines += ["    host%d:" % index, "      hf_model_dir: %s/host%d/models" % (workdir, index),
-                  "      hf_model_peer_port: %d" % (PEER_PORT + index)]
+def inventory_for(workdir, hosts, fanout, copies):
     path = os.path.join(workdir, "inventory-%s-%d.yml" % (fanout, copies))
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return path
+    return write_inventory(path, workdir, hosts, ENDPOINT, PEER_PORT, hf_model_fanout=fanout,
+                           hf_model_client_install=False, hf_model_controller_copies=copies)
 
 
 def run_playbook(workdir, inventory):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible", "collections"),
                HF_HOME=os.path.join(workdir, "hf_home"))
-    playbook = PLAYBOOK
     start = time.time()
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory,
-                           playbook], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+                           PLAYBOOK], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     elapsed = time.time() - start
     if ARGS.show_output:
         sys.stdout.write(proc.stdout)
@@ -114,7 +94,7 @@ def measure(hosts, fanout, copies, base):
     """First run, re-run with nothing changed, re-run after the last host lost its copy."""
     workdir = tempfile.mkdtemp(prefix="hf-%s-%d-" % (fanout, hosts), dir=base)
     os.makedirs(os.path.join(workdir, "report"))
-    inventory = write_inventory(workdir, hosts, fanout, copies)
+    inventory = inventory_for(workdir, hosts, fanout, copies)
     hub_call("/_control", {"rate": ARGS.link_mbps * 1000 * 1000 // 8})
     runs = [one_run(workdir, inventory), one_run(workdir, inventory)]
     shutil.rmtree(os.path.join(workdir, "host%d" % (hosts - 1)))

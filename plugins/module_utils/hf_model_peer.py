@@ -67,7 +67,8 @@ class _ThreadingServer(ThreadingMixIn, HTTPServer):
 
 
 def make_server(bind_address, port, versions_dir, copies, token):
-    """An HTTP server for the copies (not started). Its .stats counts requests and bytes sent."""
+    """An HTTP server for the copies (not started). Its .stats counts requests and bytes sent,
+    its .served names the copies it serves (those with a manifest)."""
     served = _served_files(versions_dir, copies)
     stats = {"requests": 0, "bytes_sent": 0, "refused": 0}
     lock = threading.Lock()
@@ -119,6 +120,7 @@ def make_server(bind_address, port, versions_dir, copies, token):
 
     server = _ThreadingServer((bind_address, port), Handler)
     server.stats = stats
+    server.served = sorted(served)
     return server
 
 
@@ -149,7 +151,7 @@ def serve(bind_address, port, versions_dir, copies, token, stop_file, seconds, p
     finally:
         server.shutdown()
         server.server_close()
-    return dict(server.stats, served=sorted(_served_files(versions_dir, copies)),
+    return dict(server.stats, served=server.served,
                 stopped_by="stop file" if os.path.exists(stop_file) else "timeout")
 
 

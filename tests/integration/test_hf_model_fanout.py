@@ -12,14 +12,14 @@ import threading
 
 import pytest
 
+from tests.integration.hf_model_local_hosts import PLAYBOOK, write_inventory
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 _SPEC = importlib.util.spec_from_file_location("hf_hub_double", os.path.join(ROOT, "tests/fixtures/hf_hub/server.py"))
 hub_double = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(hub_double)
 HUB_PORT = 18350
 PEER_PORT = 18351  # + the host's index
-
-PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "hf_model_sync_report.yml")
 
 
 @pytest.fixture(scope="module")
@@ -34,27 +34,11 @@ def hub():
 
 def run(tmp_path, hosts):
     (tmp_path / "report").mkdir(exist_ok=True)
-    lines = ["all:", "  vars:",
-             "    ansible_connection: local",
-             "    ansible_python_interpreter: %s" % sys.executable,
-             "    hf_model_fanout: controller",
-             "    hf_model_endpoint: http://127.0.0.1:%d" % HUB_PORT,
-             "    hf_model_min_free_bytes: 0",
-             "    hf_model_poll_interval: 1",
-             "    hf_model_controller_dir: %s/controller" % tmp_path,
-             "    hf_model_peer_address: 127.0.0.1",
-             "    report_dir: %s/report" % tmp_path,
-             "    triton_models: [{name: tiny-llm, serve: false,"
-             " weights: {repo_id: onprem-test/tiny-llm, ignore_patterns: ['original/*']}}]",
-             "  hosts:"]
-    for index in range(hosts):
-        lines += ["    host%d:" % index, "      hf_model_dir: %s/host%d/models" % (tmp_path, index),
-                  "      hf_model_peer_port: %d" % (PEER_PORT + index)]
-    (tmp_path / "inventory.yml").write_text("\n".join(lines) + "\n")
+    inventory = write_inventory(tmp_path / "inventory.yml", tmp_path, hosts, "http://127.0.0.1:%d" % HUB_PORT,
+                                PEER_PORT, hf_model_fanout="controller")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".ansible", "collections"),
                HF_HOME=str(tmp_path / "hf_home"), ANSIBLE_LOCAL_TEMP=str(tmp_path / "local_tmp"))
-    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
-                           str(tmp_path / "inventory.yml"), PLAYBOOK],
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", inventory, PLAYBOOK],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
     report = {}
