@@ -11,8 +11,8 @@ name: triton_fleet_status_table
 short_description: Lay out the status of every host as one table
 version_added: "0.1.0"
 description:
-  - Takes the C(triton_server_status) fact of each host (published by the C(status) tasks of the
-    role M(onprem.triton.triton_server), used by the playbook C(onprem.triton.status)) and returns the lines
+  - Takes the C(triton_ops_status) fact of each host (published by the C(status) entry point of the
+    role M(onprem.triton.triton_ops), used by the playbook C(onprem.triton.status)) and returns the lines
     of one table - one line per model of each host - with the host, its unit, GPUs and driver, the
     repository generation, the weights (revision and commit) and, per model, READY or not and why, the
     GPUs the inventory plans next to those its processes hold on the driver (C(?) when the driver could
@@ -20,7 +20,7 @@ description:
     as serving), and the time to first token of a real generation.
   - A host with no model (unit down, server unreachable) gets one line saying why.
   - A host with other server instances (C(model_repository_instances)) has one status per instance
-    (C(triton_server_statuses)); their lines name the host as C(<host>/<instance>), and the host counts as
+    (C(triton_ops_statuses)); their lines name the host as C(<host>/<instance>), and the host counts as
     serving when every instance does.
 positional: _input
 options:
@@ -34,7 +34,7 @@ options:
 EXAMPLES = r"""
 - name: Print the fleet status
   ansible.builtin.debug:
-    msg: "{{ groups['triton_servers'] | map('extract', hostvars, 'triton_server_status') | list | onprem.triton.triton_fleet_status_table }}"
+    msg: "{{ groups['triton_servers'] | map('extract', hostvars, 'triton_ops_statuses') | flatten | onprem.triton.triton_fleet_status_table }}"
 """
 
 RETURN = r"""
@@ -104,7 +104,7 @@ def _model_rows(status):
 def triton_fleet_status_table(statuses):
     """Return the fleet status as table lines."""
     if not isinstance(statuses, list) or not all(isinstance(status, dict) for status in statuses):
-        raise AnsibleFilterError("triton_fleet_status_table expects a list of triton_server_status dicts")
+        raise AnsibleFilterError("triton_fleet_status_table expects a list of triton_ops_status dicts")
     lines = []
     # A host serves every model when each of its server instances does.
     host_ready = {}

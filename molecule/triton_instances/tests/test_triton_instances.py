@@ -171,15 +171,27 @@ def test_diagnose_covers_every_server_instance_and_collects_on_the_failing_one(h
     # the main instance serves: nothing collected for it
     assert not (folder / "summary.txt").exists()
     # every instance on request, each in its own folder
-    run = _playbook("diagnose", "-e", "triton_server_diagnose_all=true", reports=tmp_path / "all")
+    # the variable's name before issue 14 moved diagnose to triton_ops: refused, naming the new one
+    run = _playbook("diagnose", "-e", "triton_server_diagnose_all=true", reports=tmp_path / "old")
+    assert run.returncode != 0 and "set triton_ops_diagnose_all instead" in run.stdout + run.stderr, run.stdout[-3000:]
+    assert not (tmp_path / "old").exists()
+    run = _playbook("diagnose", "-e", "triton_ops_diagnose_all=true", reports=tmp_path / "all")
     assert run.returncode == 0, run.stdout[-3000:]
     folder = tmp_path / "all" / "diagnose" / "triton-instances-debian12"
     assert "unit:          triton-main.service" in (folder / "summary.txt").read_text()
     assert "unit:          triton-tp23.service" in (folder / "tp23" / "summary.txt").read_text()
 
 
-def test_undeploy_removes_every_server_instance_of_the_host(host):
-    run = _playbook("undeploy", "-e", "undeploy_confirm=yes")
+def test_undeploy_removes_every_server_instance_of_the_host(host, tmp_path):
+    # not confirmed (no terminal to ask on): nothing removed
+    run = _playbook("undeploy")
+    assert run.returncode != 0 and "undeploy not confirmed, nothing removed" in run.stdout + run.stderr, run.stdout[-3000:]
+    for _name, (unit, _port, _repo, _model, _gpus) in INSTANCES.items():
+        assert host.file(f"/etc/systemd/system/{unit}").exists
+    # tp23 no longer in the inventory: found on the host (its state folder) and removed all the same
+    unlisted = tmp_path / "unlisted.json"
+    unlisted.write_text(json.dumps({"model_repository_instances": []}))
+    run = _playbook("undeploy", "-e", "undeploy_confirm=yes", "-e", f"@{unlisted}")
     assert run.returncode == 0, run.stdout[-3000:]
     for name, (unit, _port, repo, _model, _gpus) in INSTANCES.items():
         assert not host.file(f"/etc/systemd/system/{unit}").exists
