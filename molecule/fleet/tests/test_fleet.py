@@ -360,8 +360,10 @@ def test_a_rolling_restart_fails_no_request_through_the_gateway():
             try:
                 text, _finish = _streamed_chat(client)
                 (loop["finished"] if text else loop["failures"]).append(time.monotonic() if text else "empty answer")
+            except openai.APIStatusError as error:
+                loop["failures"].append((round(time.monotonic() - started, 2), error.status_code, error.body))
             except openai.OpenAIError as error:
-                loop["failures"].append(repr(error))
+                loop["failures"].append((round(time.monotonic() - started, 2), repr(error)))
 
     def kserve_client(loop):
         while not stop.is_set():
@@ -378,11 +380,11 @@ def test_a_rolling_restart_fails_no_request_through_the_gateway():
             except requests.RequestException as error:
                 loop["failures"].append(repr(error))
 
+    started = time.monotonic()
     threads = [threading.Thread(target=openai_client, args=(loops["openai"],), daemon=True),
                threading.Thread(target=kserve_client, args=(loops["kserve"],), daemon=True)]
     for thread in threads:
         thread.start()
-    started = time.monotonic()
     rollout = _playbook("serve", "--tags", "triton_server", "--limit", ",".join(ROLLED),
                         "-e", '{"triton_server_exit_timeout": 31}')
     stop.set()
@@ -399,9 +401,14 @@ def test_a_rolling_restart_fails_no_request_through_the_gateway():
     assert rollout.stdout.count("TASK [onprem.triton.gateway : Wait until every gateway sees the host up]") == len(ROLLED), \
         rollout.stdout[-3000:]
     for name, loop in loops.items():
-        assert loop["failures"] == [], (name, loop["failures"][:5])
+        assert loop["failures"] == [], (name, loop["failures"][:5], _rollout_timeline(rollout.stdout, started))
         assert len(loop["finished"]) > 0, name
     assert all(state == ("UP", "L7OK") for state in _gateway_servers().values()), _gateway_servers()
+
+
+def _rollout_timeline(output, started):
+    """The task lines of a run with profile_tasks' clock, to place failures in the rollout."""
+    return [line for line in output.splitlines() if line.startswith(("TASK [", "RUNNING HANDLER [")) or " +0000 (" in line][-400:]
 
 
 def _served_state(name):
