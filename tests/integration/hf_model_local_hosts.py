@@ -23,7 +23,8 @@ def write_inventory(path, workdir, hosts, endpoint, first_peer_port, **settings)
         "hf_model_poll_interval": 1,
         "hf_model_min_free_bytes": 0,
         "hf_model_controller_dir": os.path.join(str(workdir), "controller"),
-        "hf_model_peer_address": "127.0.0.1",
+        # the peer address left to the role's default (ansible_host), as in an inventory
+        "ansible_host": "127.0.0.1",
         "report_dir": os.path.join(str(workdir), "report"),
         "triton_models": MODELS,
     }

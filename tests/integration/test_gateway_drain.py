@@ -47,8 +47,8 @@ class SlowServer(http.server.ThreadingHTTPServer):
         def log_message(self, *args):  # pylint: disable=arguments-differ
             pass
 
-    def __init__(self):
-        super().__init__(("127.0.0.1", free_port()), self.Handler)
+    def __init__(self, port=None):
+        super().__init__(("127.0.0.1", port or free_port()), self.Handler)
 
 
 @pytest.fixture(name="gateway")
@@ -97,7 +97,7 @@ def states(socket):
             if f[1] in SERVERS}
 
 
-def run(tmp_path, socket, entry_point, host, drain_timeout=4):
+def run(tmp_path, socket, entry_point, host, drain_timeout=4, undrain_timeout=60):
     inventory = tmp_path / "inventory.json"
     inventory.write_text(json.dumps({"all": {"vars": {"ansible_connection": "local",
                                                       "ansible_python_interpreter": sys.executable},
@@ -109,7 +109,8 @@ def run(tmp_path, socket, entry_point, host, drain_timeout=4):
                         f"        tasks_from: {entry_point}\n", encoding="utf-8")
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"), ANSIBLE_NOCOLOR="1")
     done = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook),
-                           "-e", json.dumps({"_gateway_admin_socket": str(socket), "gateway_drain_timeout": drain_timeout})],
+                           "-e", json.dumps({"_gateway_admin_socket": str(socket), "gateway_drain_timeout": drain_timeout,
+                                             "gateway_undrain_timeout": undrain_timeout})],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -159,3 +160,56 @@ def test_a_gateway_not_deployed_yet_is_left_alone(tmp_path):
     for entry_point in ("drain", "undrain"):
         out = run(tmp_path, missing, entry_point, "gpu-a")
         assert "changed=0" in out and "failed=0" in out
+
+
+@pytest.fixture(name="checked_gateway")
+def fixture_checked_gateway(tmp_path):
+    """HAProxy whose gpu-a is health-checked (every 200 ms, up after 2 passes) on a port where
+    nothing listens yet: a host on its way back after a restart. Yields (admin socket, port)."""
+    port = free_port()
+    admin = tmp_path / "admin.sock"
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(f"global\n    stats socket {admin} mode 600 level admin\ndefaults\n    mode http\n"
+                      f"    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    timeout check 1s\n"
+                      f"backend triton_http\n    server gpu-a 127.0.0.1:{port} check inter 200ms rise 2 fall 1\n",
+                      encoding="utf-8")
+    process = subprocess.Popen([HAPROXY, "-db", "-f", str(config)])  # pylint: disable=consider-using-with
+    deadline = time.monotonic() + 10
+    while not admin.exists():
+        assert time.monotonic() < deadline and process.poll() is None, "haproxy did not start"
+        time.sleep(0.1)
+    yield admin, port
+    process.terminate()
+    process.wait()
+
+
+def test_undrain_waits_until_the_gateway_sees_the_host_up(tmp_path, checked_gateway):
+    """The next host of a rolling update drains only once this one takes requests again: undrain
+    returns when the health check has passed (rise), not when the state was set."""
+    admin, port = checked_gateway
+    run(tmp_path, admin, "drain", "gpu-a")
+    assert states(admin) == {"gpu-a": "DOWN"}  # drained, and its server not answering yet
+    backend = []
+    threading.Timer(3, lambda: backend.append(SlowServer(port)) or threading.Thread(
+        target=backend[0].serve_forever, daemon=True).start()).start()
+    started = time.monotonic()
+    out = run(tmp_path, admin, "undrain", "gpu-a", undrain_timeout=30)
+    waited = time.monotonic() - started
+    try:
+        assert states(admin) == {"gpu-a": "UP"}, out[-2000:]
+        assert 2.5 < waited < 30, waited
+        assert "not UP on gateway" not in out
+    finally:
+        if backend:
+            backend[0].shutdown()
+
+
+def test_the_undrain_wait_is_bounded_and_says_so(tmp_path, checked_gateway):
+    admin, _port = checked_gateway
+    run(tmp_path, admin, "drain", "gpu-a")
+    started = time.monotonic()
+    out = run(tmp_path, admin, "undrain", "gpu-a", undrain_timeout=2)
+    assert time.monotonic() - started < 20
+    assert states(admin)["gpu-a"] == "DOWN"
+    assert ("gpu-a: 1 of its servers not UP on gateway gw-1 after gateway_undrain_timeout (2 s); going ahead"
+            in " ".join(out.split())), out[-2000:]

@@ -1,12 +1,14 @@
 """The fleet after site.yml, its no-change re-run, upgrade_model and status."""
 import json
 import os
+import ssl
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 
+import openai
 import pytest
 import requests
 import tritonclient.grpc as grpcclient
@@ -143,11 +145,17 @@ def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
     assert before == {name: _served_state(name) for name in HOSTS}
 
 
-# --- the gateway (fleet-gateway: HAProxy, TLS, an API key, HTTP and gRPC) ----------------
+# --- the gateway (fleet-gateway: HAProxy, TLS, an API key, HTTP, gRPC and OpenAI) ----------
 GATEWAY_HTTP = "https://127.0.0.1:18690"
 GATEWAY_GRPC = "127.0.0.1:18691"
+GATEWAY_OPENAI = "https://127.0.0.1:18692/v1"
 GATEWAY_KEY = "fleet-test-key-0123456789abcdef0123456789abcdef"
 GATEWAY_CA = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "gateway-cert.pem")
+# The vLLM hosts run Triton's OpenAI frontend (group_vars/triton_vllm.yml: their own key, which
+# the gateway sends on in place of its clients' key); the TensorRT-LLM hosts cannot.
+OPENAI_HOSTS = {"fleet-vllm-1": 18623, "fleet-vllm-2": 18633}
+SERVERS_OPENAI_KEY = "fleet-servers-openai-key-0123456789abcdef"
+CHAT = [{"role": "user", "content": "Reply with one short sentence about the sea."}]
 # Both backends' generate endpoint takes this: max_tokens is an input of the TensorRT-LLM
 # ensemble and a request parameter (ignored) for vLLM, which then generates its default 16.
 GENERATE = {"text_input": "Reply with one short sentence about the sea.", "max_tokens": 4}
@@ -173,6 +181,24 @@ def _gateway_servers():
     return {key: (f[17], f[36]) for key, f in _gateway_stat_rows().items()}
 
 
+def _openai(base_url=GATEWAY_OPENAI, key=GATEWAY_KEY):
+    """The real openai client, through the gateway (TLS, the fleet's test CA) unless told otherwise."""
+    client = openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=GATEWAY_CA), timeout=120)
+    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, http_client=client)
+
+
+def _openai_served():
+    """{server: sessions taken (stot, show stat field 7)} of the gateway's OpenAI backend."""
+    return {server: int(f[7]) for (backend, server), f in _gateway_stat_rows().items() if backend == "triton_openai"}
+
+
+def _streamed_chat(client):
+    """One streamed chat completion; its text (the deltas joined) and finish reason."""
+    chunks = list(client.chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=4, stream=True))
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), \
+        [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+
+
 def test_the_gateway_answers_over_tls_with_the_key_on_http_and_grpc():
     answer = _gateway_generate()
     assert answer.status_code == 200, answer.text
@@ -191,10 +217,50 @@ def test_a_missing_or_wrong_key_is_refused_at_the_gateway():
         client.is_model_ready("tiny_llm", headers={"authorization": "Bearer wrong"})
 
 
+def test_the_openai_api_answers_through_the_gateway_streamed_and_not():
+    """The front door users get: the real openai client, TLS and the gateway's key; every call of
+    the API is balanced over the two vLLM hosts' frontends (and only them)."""
+    before = _openai_served()
+    assert sorted(before) == sorted(OPENAI_HOSTS), before
+    client = _openai()
+    assert [model.id for model in client.models.list().data] == ["tiny_llm"]
+    answer = client.chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=4)
+    assert answer.choices[0].message.content and answer.choices[0].finish_reason == "length", answer
+    assert answer.usage.completion_tokens == 4, answer.usage
+    text, finish = _streamed_chat(client)
+    assert text and finish == "length", (text, finish)
+    completion = client.completions.create(model="tiny_llm", prompt="The sea is", max_tokens=3)
+    assert completion.choices[0].text, completion
+    for _ in range(3):
+        assert _streamed_chat(client)[0]
+    after = _openai_served()
+    assert all(after[name] > before[name] for name in OPENAI_HOSTS), (before, after)
+
+
+def test_a_wrong_key_is_refused_at_the_gateway_and_at_the_server():
+    """The gateway refuses a key it does not hold before any server sees the request; a server
+    refuses anything but its own key (the gateway's clients' key included: only the gateway swaps it)."""
+    before = _openai_served()
+    for key in ("fleet-test-key-0123456789abcdef0123456789abcdeX", SERVERS_OPENAI_KEY):
+        with pytest.raises(openai.AuthenticationError) as refused:
+            _openai(key=key).chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=2)
+        assert refused.value.status_code == 401 and "missing or wrong API key" in str(refused.value.body), refused.value
+    assert _openai_served() == before  # no server saw them
+    for name, port in OPENAI_HOSTS.items():
+        server = f"http://127.0.0.1:{port}/v1"
+        with pytest.raises(openai.AuthenticationError) as refused:
+            _openai(server, key=GATEWAY_KEY).chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=2)
+        assert refused.value.status_code == 401, (name, refused.value)
+        missing = requests.get(f"{server}/models", timeout=10)
+        assert missing.status_code == 401, (name, missing.text)
+        assert [m.id for m in _openai(server, key=SERVERS_OPENAI_KEY).models.list().data] == ["tiny_llm"], name
+
+
 def test_status_shows_the_gateway_view_of_every_host():
     with open(os.path.join(REPORTS, "gateway.txt"), encoding="utf-8") as handle:
         table = handle.read()
-    for backend, port_of in (("triton_http", HOSTS), ("triton_grpc", {name: port + 1 for name, port in HOSTS.items()})):
+    for backend, port_of in (("triton_http", HOSTS), ("triton_grpc", {name: port + 1 for name, port in HOSTS.items()}),
+                             ("triton_openai", OPENAI_HOSTS)):
         for name, port in port_of.items():
             assert f"fleet-gateway | {backend} | {name} | 127.0.0.1:{port} | UP | L7OK | " in table, table
 
@@ -212,21 +278,29 @@ def test_drift_lists_gateway_backends_the_inventory_does_not_ask_for():
 
 
 def test_a_killed_server_leaves_the_gateway_and_no_request_fails():
+    """fleet-vllm-1's container killed: once the health check notices, the KServe requests go to
+    the 3 other hosts and the OpenAI ones to fleet-vllm-2, none fails; systemd brings it back."""
     subprocess.run(["docker", "exec", "fleet-vllm-1", "docker", "kill", "triton-fleet-vllm-1"], check=True)
+    killed = [("triton_http", "fleet-vllm-1"), ("triton_openai", "fleet-vllm-1")]
     deadline = time.monotonic() + 30
-    while _gateway_servers()[("triton_http", "fleet-vllm-1")][0] != "DOWN":
+    while any(_gateway_servers()[key][0] != "DOWN" for key in killed):
         assert time.monotonic() < deadline, _gateway_servers()
         time.sleep(0.5)
-    served_before = _gateway_stat_rows()[("triton_http", "fleet-vllm-1")][7]
+    served_before = [_gateway_stat_rows()[key][7] for key in killed]
     answers = []
     while len(answers) < 20:
         answers.append(_gateway_generate().status_code)
     assert answers == [200] * 20, answers
-    # all of them went to the 3 others (stot, field 7: sessions the server has taken)
-    assert _gateway_stat_rows()[("triton_http", "fleet-vllm-1")][7] == served_before
+    client = _openai()
+    texts = [_streamed_chat(client)[0] for _ in range(10)]
+    texts += [client.chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=2).choices[0].message.content
+              for _ in range(10)]
+    assert all(texts), texts
+    # all of them went to the others (stot, field 7: sessions the server has taken)
+    assert [_gateway_stat_rows()[key][7] for key in killed] == served_before
     # systemd restarts it (Restart=always); the gateway puts it back once the model is ready again
     deadline = time.monotonic() + 300
-    while _gateway_servers()[("triton_http", "fleet-vllm-1")][0] != "UP":
+    while any(_gateway_servers()[key][0] != "UP" for key in killed):
         assert time.monotonic() < deadline, _gateway_servers()
         time.sleep(2)
 
@@ -246,6 +320,8 @@ def _gateway_state():
     ({"gateway_api_keys": ["fleet-test-key-0123456789abcdef0123456789abcdef", "short-key"]},
      "the key(s) at position(s) 1 (counting from 0) are not"),
     ({"triton_server_http_port": 70000}, "triton_server_http_port 70000"),
+    ({"gateway_servers_group": "triton_trtllm"},
+     "no host of gateway_servers_group ('triton_trtllm') has triton_server_openai_enabled"),
 ])
 def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp_path):
     if bad.get("gateway_tls_key") == "OTHER_KEY":
@@ -261,51 +337,78 @@ def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp
     assert _gateway_state() == before
 
 
-# One host of each backend: the drain, restart, gate and undrain of a host do not depend on how
-# many follow it, and each restarted host costs the scenario about 90 s.
-ROLLED = ["fleet-vllm-1", "fleet-trtllm-1"]
+# Three of the four hosts (both OpenAI servers among them): the drain, restart, gate and undrain of
+# a host do not depend on how many follow it, and each restarted host costs the scenario about 90 s.
+ROLLED = ["fleet-vllm-1", "fleet-vllm-2", "fleet-trtllm-1"]
 
 
 def test_a_rolling_restart_fails_no_request_through_the_gateway():
-    """Zero downtime: a client loop streams generations (KServe generate_stream, SSE) through the
-    gateway while serve.yml restarts hosts one at a time (a changed unit: a restart, the harder case
-    than a model reload): each host is drained on the gateway before its restart and put back after
-    its gate, while the gateway keeps serving from the others. The rolled hosts keep the new
-    setting (only undeploy tests follow)."""
+    """Zero downtime: two bounded client loops send streamed requests through the gateway the whole
+    time - chat completions over the OpenAI API (the real openai client; its two servers both roll,
+    so each takes the whole load in turn) and KServe generate_stream (SSE) - while serve.yml restarts
+    hosts one at a time (a changed unit: a restart, the harder case than a model reload): each host
+    is drained on the gateway before its restart and put back after its gate, the next one drained
+    only once the gateway sees it up again. The rolled hosts keep the new setting (only undeploy
+    tests follow)."""
     stop = threading.Event()
-    sent, failures, finished = [0], [], []
+    loops = {"openai": {"sent": 0, "failures": [], "finished": []}, "kserve": {"sent": 0, "failures": [], "finished": []}}
 
-    def client():
+    def openai_client(loop):
+        client = _openai()
         while not stop.is_set():
-            sent[0] += 1
+            loop["sent"] += 1
+            try:
+                text, _finish = _streamed_chat(client)
+                (loop["finished"] if text else loop["failures"]).append(time.monotonic() if text else "empty answer")
+            except openai.APIStatusError as error:
+                loop["failures"].append((round(time.monotonic() - started, 2), error.status_code, error.body))
+            except openai.OpenAIError as error:
+                loop["failures"].append((round(time.monotonic() - started, 2), repr(error)))
+
+    def kserve_client(loop):
+        while not stop.is_set():
+            loop["sent"] += 1
             try:
                 with requests.post(f"{GATEWAY_HTTP}/v2/models/tiny_llm/generate_stream", json=GENERATE,
                                    headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, verify=GATEWAY_CA,
                                    stream=True, timeout=120) as answer:
                     events = [line for line in answer.iter_lines() if line.startswith(b"data:")]
                     if answer.status_code != 200 or not events or b'"error"' in events[-1]:
-                        failures.append((answer.status_code, events[-1:] or answer.text[:200]))
+                        loop["failures"].append((answer.status_code, events[-1:] or answer.text[:200]))
                     else:
-                        finished.append(time.monotonic())
+                        loop["finished"].append(time.monotonic())
             except requests.RequestException as error:
-                failures.append(repr(error))
+                loop["failures"].append(repr(error))
 
-    thread = threading.Thread(target=client, daemon=True)
-    thread.start()
     started = time.monotonic()
+    threads = [threading.Thread(target=openai_client, args=(loops["openai"],), daemon=True),
+               threading.Thread(target=kserve_client, args=(loops["kserve"],), daemon=True)]
+    for thread in threads:
+        thread.start()
     rollout = _playbook("serve", "--tags", "triton_server", "--limit", ",".join(ROLLED),
                         "-e", '{"triton_server_exit_timeout": 31}')
     stop.set()
-    thread.join(timeout=150)
-    stamps = [started] + finished
-    gap = max(later - earlier for earlier, later in zip(stamps, stamps[1:]))
-    print(f"rolling restart of {len(ROLLED)} of {len(HOSTS)} hosts through the gateway: {sent[0]} streamed requests sent, "
-          f"{len(failures)} failed, longest gap between two answers {gap:.2f} s, {time.monotonic() - started:.0f} s")
+    for thread in threads:
+        thread.join(timeout=150)
+    for name, loop in loops.items():
+        stamps = [started] + loop["finished"]
+        gap = max(later - earlier for earlier, later in zip(stamps, stamps[1:]))
+        print(f"rolling restart of {len(ROLLED)} of {len(HOSTS)} hosts through the gateway, {name}: {loop['sent']} streamed "
+              f"requests sent, {len(loop['failures'])} failed, longest gap between two answers {gap:.2f} s, "
+              f"{time.monotonic() - started:.0f} s")
     assert rollout.returncode == 0, rollout.stdout[-3000:]
     assert rollout.stdout.count("TASK [onprem.triton.gateway : Stop sending new requests to this host]") == len(ROLLED), rollout.stdout[-3000:]
-    assert failures == [], failures[:5]
-    assert len(finished) > 0
+    assert rollout.stdout.count("TASK [onprem.triton.gateway : Wait until every gateway sees the host up]") == len(ROLLED), \
+        rollout.stdout[-3000:]
+    for name, loop in loops.items():
+        assert loop["failures"] == [], (name, loop["failures"][:5], _rollout_timeline(rollout.stdout, started))
+        assert len(loop["finished"]) > 0, name
     assert all(state == ("UP", "L7OK") for state in _gateway_servers().values()), _gateway_servers()
+
+
+def _rollout_timeline(output, started):
+    """The task lines of a run with profile_tasks' clock, to place failures in the rollout."""
+    return [line for line in output.splitlines() if line.startswith(("TASK [", "RUNNING HANDLER [")) or " +0000 (" in line][-400:]
 
 
 def _served_state(name):

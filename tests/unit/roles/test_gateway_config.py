@@ -1,12 +1,19 @@
 """The gateway role's HAProxy configuration, rendered from an inventory (gateway/inventory.yml)
-as the role renders it, then checked by the real `haproxy -c` (the role's `validate`)."""
+as the role renders it, then checked by the real `haproxy -c` (the role's `validate`); and the
+role's preflight on that inventory, run on the controller (gateway/preflight.yml)."""
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
-from role_render import checker
+import yaml
+
+from role_render import HERE as ROLES, ROOT, checker
 from role_render import render as render_role
 
 HAPROXY, pytestmark = checker("haproxy", "haproxy")
+HERE = ROLES / "gateway"
 
 
 def render(tmp_path, **extra_vars):
@@ -16,7 +23,8 @@ def render(tmp_path, **extra_vars):
 
 def haproxy_check(tmp_path, config):
     """`haproxy -c` on the configuration, with the files it refers to moved under tmp_path."""
-    for original in ("/etc/haproxy/gateway-api-keys.lst", "/etc/haproxy/certs/gateway.pem"):
+    for original in ("/etc/haproxy/gateway-api-keys.lst", "/etc/haproxy/certs/gateway.pem",
+                     "/etc/haproxy/gateway-openai-server-key.map"):
         config = config.replace(original, str(tmp_path / Path(original).name))
     # the chroot and admin socket folders of the gateway host
     config = config.replace("chroot /var/lib/haproxy", f"chroot {tmp_path}")
@@ -40,6 +48,8 @@ def test_the_defaults_pass_haproxy_check_with_every_serving_host_a_backend(tmp_p
     assert [s[1:3] for s in servers] == [["gpu-a", "10.0.0.5:8100"], ["gpu-b", "[fd00::7]:8000"], ["gpu-c", "10.0.1.9:8000"]]
     assert all(s[3:] == ["check"] for s in servers)
     assert "balance leastconn" in config and "http-check send meth GET uri /v2/health/ready" in config
+    # token streams leave chunk by chunk (bench/gateway_overhead.py: TTFT through the gateway 1.95x without it)
+    assert "\n    option http-no-delay\n" in config.split("\nfrontend ", 1)[0]
     assert "frontend triton_grpc" not in config and " ssl " not in config and "Bearer" not in config
 
 
@@ -68,17 +78,72 @@ def test_haproxy_check_refuses_a_configuration_whose_key_file_is_missing(tmp_pat
     assert "gateway-api-keys.lst" in check.stdout + check.stderr
 
 
-def test_the_openai_endpoint_balances_each_servers_openai_port_checked_on_its_kserve_port(tmp_path):
+SERVERS_KEY = "sk-servers-0123456789abcdef0123456789abcdef"
+
+
+def test_the_openai_endpoint_balances_the_hosts_that_run_the_frontend_checked_on_their_kserve_port(tmp_path):
     config = render(tmp_path, gateway_openai_enabled=True, gateway_api_keys=["k" * 40])
     (tmp_path / "gateway-api-keys.lst").write_text("Bearer " + "k" * 40 + "\n")
+    (tmp_path / "gateway-openai-server-key.map").write_text(f"servers {SERVERS_KEY}\n")
     check = haproxy_check(tmp_path, config)
     assert check.returncode == 0, check.stdout + check.stderr
     frontend = config.split("\nfrontend triton_openai\n", 1)[1].split("\nbackend ", 1)[0]
     assert "bind 0.0.0.0:9000" in frontend and "unless { req.hdr(authorization) -m str -f" in frontend
-    # the triton_server role's default OpenAI port (9000) for every host here; health on the KServe port
+    # gpu-c runs no OpenAI frontend (a TensorRT-LLM host): not a server of this backend. The
+    # triton_server role's default OpenAI port (9000); health on the KServe port.
     assert [s[1:] for s in server_lines(config, "triton_openai")] == [
-        ["gpu-a", "10.0.0.5:9000", "check", "port", "8100"], ["gpu-b", "[fd00::7]:9000", "check", "port", "8000"],
-        ["gpu-c", "10.0.1.9:9000", "check", "port", "8000"]]
+        ["gpu-a", "10.0.0.5:9000", "check", "port", "8100"], ["gpu-b", "[fd00::7]:9000", "check", "port", "8000"]]
+    # the client's gateway key is swapped for the servers' one, read from its 0640 map file
+    backend = config.split("\nbackend triton_openai\n", 1)[1]
+    assert 'http-request set-header Authorization "Bearer %[str(servers),map(/etc/haproxy/gateway-openai-server-key.map)]"' \
+        in backend
+    assert SERVERS_KEY not in config
+
+
+def test_without_gateway_keys_the_clients_key_goes_to_the_servers_unchanged(tmp_path):
+    config = render(tmp_path, gateway_openai_enabled=True)
+    assert "frontend triton_openai" in config and "set-header Authorization" not in config and ".map" not in config
+    check = haproxy_check(tmp_path, config)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def preflight(tmp_path, inventory_change=None, **extra_vars):
+    """The role's preflight for gw-1 (free ports of this machine); returns (rc, output)."""
+    inventory = yaml.safe_load((HERE / "inventory.yml").read_text(encoding="utf-8"))
+    if inventory_change:
+        inventory_change(inventory["all"]["children"]["triton_servers"])
+    (tmp_path / "inventory.yml").write_text(yaml.safe_dump(inventory), encoding="utf-8")
+    settings = {"gateway_http_port": 18997, "gateway_openai_port": 18998, "gateway_openai_enabled": True, **extra_vars}
+    run = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.yml"),
+                          str(HERE / "preflight.yml"), "-e", json.dumps(settings)], capture_output=True, text=True,
+                         env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".ansible" / "collections")), check=False)
+    return run.returncode, " ".join((run.stdout + run.stderr).split())
+
+
+def test_preflight_passes_the_inventory_and_names_each_openai_problem(tmp_path):
+    rc, output = preflight(tmp_path, gateway_api_keys=["k" * 40])
+    assert rc == 0, output[-2000:]
+
+    def no_frontend(servers):
+        for host in servers["hosts"].values():
+            host.pop("triton_server_openai_enabled", None)
+    rc, output = preflight(tmp_path, no_frontend)
+    assert rc != 0 and ("gateway_openai_enabled is true on gw-1: no host of gateway_servers_group ('triton_servers') "
+                        "has triton_server_openai_enabled") in output, output[-2000:]
+
+    def other_key(servers):
+        servers["hosts"]["gpu-b"]["triton_server_openai_api_key"] = "sk-other-0123456789abcdef0123456789abcdef"
+    rc, output = preflight(tmp_path, other_key, gateway_api_keys=["k" * 40])
+    assert rc != 0 and ("must have the same non-empty triton_server_openai_api_key; gpu-a, gpu-b have 2 different ones"
+                        in output), output[-2000:]
+    assert SERVERS_KEY not in output and "sk-other" not in output
+    # without keys at the gateway each server checks the client's key itself: different keys are allowed
+    assert preflight(tmp_path, other_key)[0] == 0
+
+    def same_port(servers):
+        servers["hosts"]["gpu-a"]["triton_server_openai_port"] = 8100
+    rc, output = preflight(tmp_path, same_port)
+    assert rc != 0 and "triton_server_openai_port of gpu-a (8100) must be a port 1-65535 other than its" in output, output[-2000:]
 
 
 def test_no_openai_endpoint_by_default(tmp_path):
