@@ -8,14 +8,24 @@ triton_servers > triton_vllm, the group_vars of inventories/sandbox, and per
 host its own Triton ports 18820+10*(i-1) .. +2, its weights peer port +5 and triton_server_name benchN,
 since host networking puts every instance on the same loopback), empties the
 controller's copy of the weights and runs the real `ansible-playbook site.yml`
-twice:
+three times:
   first    wall time of the run that installs everything on the fresh hosts
-  re-run   wall time of a second run that must find nothing to change
-and prints both with the forks and the strategy plugin used, the tasks that
-changed in the re-run (0 when the run is idempotent), and the 10 slowest tasks
-of the re-run from its profile_tasks summary (ansible.cfg enables the callback).
-Each run's full output is saved as <out>/fleet-N-{first,rerun}.log; the re-run's
-profile_tasks summary, every task of it, as <out>/fleet-N-rerun-profile.txt.
+  re-run   wall time of a second run that must find nothing to change: serve.yml's
+           plan must put every host in the steady pass
+  one      wall time of a third run after one host (the last) changed a serving
+           setting in its inventory host_vars (triton_server_log_verbose: 1, a flag
+           of its unit's tritonserver command line): the plan must roll that host
+           alone ('<host>: rolls (<name>: systemd unit)'), else the bench fails
+and prints them with the forks and the strategy plugin used, the tasks that
+changed in each run (0 in the re-run when the run is idempotent), the wall time
+of the rolling pass in the third run (one host's rolling batch, from the
+profile_tasks timestamps), the ratios of the issue's targets (issue 15: the
+8-host re-run against the 1-host one, the re-run against the first run, the
+one-changed run against the re-run plus one host's rolling batch) and the 10
+slowest tasks of each re-run from its profile_tasks summary (ansible.cfg enables
+the callback).
+Each run's full output is saved as <out>/fleet-N-{first,rerun,one}.log; the
+re-run's profile_tasks summary, every task of it, as <out>/fleet-N-rerun-profile.txt.
 
 Around the hosts it uses `scripts/sandbox.sh services` with its own files in
 /tmp/onprem-triton-bench (the Triton fixture image tarball) and its own Hub
@@ -58,6 +68,16 @@ CONTAINER_OPTIONS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)")
 PROFILE_LINE = re.compile(r"^(?P<name>.*?)\s-*\s(?P<seconds>\d+\.\d+)s$")
+# serve.yml's plan report, one a host (debug msg, in the yaml or the json result format).
+PLAN_LINE = re.compile(r"""^\s*"?msg"?:\s*['"]?(?P<host>\S+): (?P<verdict>rolls|steady)\b(?P<rest>.*?)['"]?$""")
+# profile_tasks' banner under each task: "<date> (<previous task>)  <elapsed since the start>".
+PROFILE_STAMP = re.compile(r"\(\d+:\d\d:\d\d\.\d+\)\s+(?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d\.\d+)")
+PLAY_BANNER = re.compile(r"^PLAY \[(?P<name>.*)\] \*+$")
+# serve.yml's rolling pass (playbooks/serve_pass.yml under the name of the serving play before the plan).
+ROLLING_PLAY = "Model repository, Triton server and the generation gate"
+# The setting the third run changes on one host: shipped and documented (triton_server's
+# argument_specs), it reaches only that host's unit (tritonserver --log-verbose).
+ONE_CHANGE = {"triton_server_log_verbose": 1}
 
 
 def host_name(index):
@@ -117,6 +137,8 @@ def write_inventory(workdir, count):
     group_vars = os.path.join(workdir, "group_vars")
     if os.path.lexists(group_vars):
         os.unlink(group_vars)
+    # The third run's change (change_one_host) of a previous bench starts undone.
+    shutil.rmtree(os.path.join(workdir, "host_vars"), ignore_errors=True)
     os.symlink(os.path.join(ROOT, "inventories", "sandbox", "group_vars"), group_vars)
     lines = ["---", f"# Written by bench/fleet_scale.py: {count} sandbox hosts on this machine.",
              "all:", "  children:", "    triton_servers:", "      children:", "        triton_vllm:", "          hosts:"]
@@ -163,6 +185,59 @@ def run_playbook(args, inventory, log_path):
     return elapsed, recap, proc.stdout
 
 
+def change_one_host(workdir, host):
+    """Writes ONE_CHANGE into `host`'s inventory host_vars beside the inventory (Ansible reads host_vars/ there)."""
+    os.makedirs(os.path.join(workdir, "host_vars"), exist_ok=True)
+    with open(os.path.join(workdir, "host_vars", f"{host}.yml"), "w", encoding="utf-8") as handle:
+        handle.write("---\n# Written by bench/fleet_scale.py: the one-host-changed run's change.\n")
+        handle.writelines(f"{name}: {value}\n" for name, value in ONE_CHANGE.items())
+
+
+def plan_verdicts(output):
+    """serve.yml's plan of a run as {host: (rolls|steady, the rest of its line)}."""
+    verdicts = {}
+    for line in output.splitlines():
+        match = PLAN_LINE.match(line)
+        if match:
+            verdicts[match.group("host")] = (match.group("verdict"), match.group("rest").strip())
+    return verdicts
+
+
+def check_plan(output, count, rolling, log_path):
+    """Fails the bench unless the plan reached all `count` hosts and rolled exactly the hosts in `rolling`."""
+    verdicts = plan_verdicts(output)
+    rolled = sorted(host for host, (verdict, _rest) in verdicts.items() if verdict == "rolls")
+    if len(verdicts) != count or rolled != sorted(rolling):
+        details = "; ".join(f"{host}: {verdict} {rest}" for host, (verdict, rest) in sorted(verdicts.items()))
+        raise SystemExit(f"serve.yml's plan rolled {rolled or 'no host'} of {len(verdicts)} planned, expected "
+                         f"{sorted(rolling) or 'no host'} of {count} ({details}); full output in {log_path}")
+    return {host: rest for host, (verdict, rest) in verdicts.items() if verdict == "rolls"}
+
+
+def play_seconds(output, name):
+    """Wall seconds of the play(s) called `name` (serial batches included), from the profile_tasks stamps:
+    the elapsed time at its first task to the elapsed time at the next other play's first task; 0 when absent."""
+    start = end = None
+    current = None
+    for line in output.splitlines():
+        banner = PLAY_BANNER.match(line)
+        if banner:
+            current = banner.group("name")
+            continue
+        stamp = PROFILE_STAMP.search(line)
+        if not stamp or current is None:
+            continue
+        elapsed = int(stamp.group("h")) * 3600 + int(stamp.group("m")) * 60 + float(stamp.group("s"))
+        if current == name and start is None:
+            start = elapsed
+        elif current != name and start is not None and end is None:
+            end = elapsed
+        current = None  # only the first stamp after each banner counts
+    if start is None:
+        return 0.0
+    return (end if end is not None else start) - start
+
+
 def profile_summary(output):
     """The profile_tasks summary of a run's output as [(seconds, task name)], slowest first."""
     lines = output.splitlines()
@@ -188,7 +263,15 @@ def measure(args, count):
     try:
         start_containers(count)
         first, first_recap, _first_output = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-first.log"))
-        again, again_recap, output = run_playbook(args, inventory, os.path.join(args.out, f"fleet-{count}-rerun.log"))
+        again_log = os.path.join(args.out, f"fleet-{count}-rerun.log")
+        again, again_recap, output = run_playbook(args, inventory, again_log)
+        check_plan(output, count, [], again_log)
+        # The last host changes a serving setting in its inventory: the plan must roll it and no other.
+        changed_host = host_name(count)
+        change_one_host(workdir, changed_host)
+        one_log = os.path.join(args.out, f"fleet-{count}-one.log")
+        one, one_recap, one_output = run_playbook(args, inventory, one_log)
+        reasons = check_plan(one_output, count, [changed_host], one_log)
     finally:
         if not args.keep:
             remove_containers()
@@ -198,7 +281,11 @@ def measure(args, count):
         handle.writelines(f"{seconds:8.2f}s  {name}\n" for seconds, name in profile)
     row = {"hosts": count, "first": first, "again": again,
            "first_changed": sum(host["changed"] for host in first_recap.values()),
-           "again_changed": sum(host["changed"] for host in again_recap.values())}
+           "again_changed": sum(host["changed"] for host in again_recap.values()),
+           "one": one, "one_changed": sum(host["changed"] for host in one_recap.values()),
+           # the rolling pass of the third run: one batch of the one host that changed
+           "one_batch": play_seconds(one_output, ROLLING_PLAY), "again_batch": play_seconds(output, ROLLING_PLAY),
+           "rolled": f"{changed_host}: rolls {reasons[changed_host]}"}
     return row, profile
 
 
@@ -240,21 +327,41 @@ def main(args):
     try:
         subprocess.run([sandbox, "services"], cwd=ROOT, env=sandbox_env(), check=True)
         print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker/vfs), {settings(args)}")
-        print(f"{'hosts':<5} {'forks':<6} {'strategy':<11} {'first s':>9} {'changed':>8} {'re-run s':>9} {'changed':>8}")
+        print(f"{'hosts':<5} {'forks':<6} {'strategy':<11} {'first s':>9} {'changed':>8} {'re-run s':>9} {'changed':>8} "
+              f"{'one s':>9} {'changed':>8} {'its batch s':>12}")
         sys.stdout.flush()
         for count in args.hosts:
             row, profile = measure(args, count)
             rows.append((row, profile))
             print(f"{count:<5} {args.forks:<6} {args.strategy:<11} {row['first']:>9.1f} {row['first_changed']:>8} "
-                  f"{row['again']:>9.1f} {row['again_changed']:>8}")
+                  f"{row['again']:>9.1f} {row['again_changed']:>8} {row['one']:>9.1f} {row['one_changed']:>8} "
+                  f"{row['one_batch']:>12.1f}")
             sys.stdout.flush()
     finally:
         subprocess.run([sandbox, "stop-services"], cwd=ROOT, env=sandbox_env(), check=False)
+    print("\nplan of each one-host-changed run (the only host it rolled): "
+          + "; ".join(f"N={row['hosts']} {row['rolled']}" for row, _profile in rows))
+    print_targets([row for row, _profile in rows])
     for row, profile in rows:
         print(f"\nN={row['hosts']}, no-change re-run {row['again']:.1f} s: the 10 slowest tasks "
               f"(profile_tasks; every task in {profile_path(args, row['hosts'])})")
         for seconds, name in profile[:10]:
             print(f"  {seconds:7.2f}s  {name}")
+
+
+def print_targets(rows):
+    """The ratios issue 15's targets name, from the rows of this run."""
+    by_hosts = {row["hosts"]: row for row in rows}
+    print("\nissue 15's targets, from this run:")
+    if 1 in by_hosts and len(by_hosts) > 1:
+        largest = by_hosts[max(by_hosts)]
+        print(f"  no-change re-run, {largest['hosts']} hosts / 1 host: {largest['again']:.1f} / {by_hosts[1]['again']:.1f} s "
+              f"= {largest['again'] / by_hosts[1]['again']:.2f} x (target <= 1.5 x)")
+    for row in rows:
+        print(f"  N={row['hosts']}: no-change re-run / first run: {row['again']:.1f} / {row['first']:.1f} s "
+              f"= {100 * row['again'] / row['first']:.0f}% (target <= 25%); "
+              f"one host changed: {row['one']:.1f} s against re-run + its rolling batch {row['again']:.1f} + {row['one_batch']:.1f} "
+              f"= {row['again'] + row['one_batch']:.1f} s ({row['one'] - row['again'] - row['one_batch']:+.1f} s; target <= 0)")
 
 
 def parse_args():

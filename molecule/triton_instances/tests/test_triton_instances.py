@@ -2,7 +2,8 @@
 """A four-GPU stand-in after serve.yml with model_repository_instances [{tp23, gpus [2, 3], models [big]}]:
 two units, each container given only its GPUs (Docker's --gpus, the stand-in runtime hook's record),
 each TP=2 engine on the host GPUs its plan says (what the vLLM stand-in logged from inside the
-container), its own repository and ports, and both answer a prompt. A bad change to tp23's model alone
+container), its own repository and ports, and both answer a prompt. A setting reaching only tp23's
+unit puts the host in serve.yml's roll (its plan, in check mode). A bad change to tp23's model alone
 is rolled back on tp23, the main instance untouched. Then the day-2 playbooks on it: status shows
 both instances, diagnose covers both, undeploy (last) removes both."""
 
@@ -86,6 +87,23 @@ def _playbook(name, *args, reports=None):
     # No terminal: a playbook that asks (undeploy) must answer from its variables, never wait.
     return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600, env=env,
                           stdin=subprocess.DEVNULL)
+
+
+def test_a_change_reaching_only_another_instances_unit_puts_the_host_in_the_roll(host):
+    """serve.yml's plan compares each extra instance's unit too (issue 15): triton_server_instance_port_step
+    moves only tp23's ports (the main instance keeps its own), so its unit alone would change. --check: the
+    plan names tp23's unit as the host's one reason to roll, and nothing on the host changes."""
+    before = {name: _served(host, name) for name in INSTANCES}
+    units = {name: host.file(f"/etc/systemd/system/{unit}").content_string for name, (unit, *_rest) in INSTANCES.items()}
+    run = _playbook("serve", "--check", "-e", "triton_server_instance_port_step=20")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-4000:]
+    plan = re.findall(r'"msg": "(triton-instances-debian12: (?:rolls|steady).*)"', output)
+    assert plan == ["triton-instances-debian12: rolls (tp23: systemd unit)"], plan
+    # check mode: both units as they were, neither server restarted, the same generations served
+    assert {name: host.file(f"/etc/systemd/system/{unit}").content_string
+            for name, (unit, *_rest) in INSTANCES.items()} == units
+    assert {name: _served(host, name) for name in INSTANCES} == before
 
 
 # The models of molecule.yml's host_vars, with the bad change on the other instance's model only: a load
