@@ -106,7 +106,7 @@ def load(base_url, key, args):
             except (openai.OpenAIError, RuntimeError) as error:
                 errors.append(repr(error))
 
-    threads = [threading.Thread(target=client_loop) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=client_loop) for client_number in range(args.concurrency)]
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -145,7 +145,7 @@ def measure(args, scratch):
         # the gateway's OpenAI backend is UP once its health check passed (rise 2)
         wait_up(f"{paths['gateway'][0]}/models")
         totals = {name: [] for name in paths}
-        for _ in range(args.rounds):
+        for _round in range(args.rounds):
             for name, (base_url, key) in paths.items():
                 totals[name].append(load(base_url, key, args))
         return totals

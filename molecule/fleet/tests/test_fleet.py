@@ -231,8 +231,8 @@ def test_the_openai_api_answers_through_the_gateway_streamed_and_not():
     assert text and finish == "length", (text, finish)
     completion = client.completions.create(model="tiny_llm", prompt="The sea is", max_tokens=3)
     assert completion.choices[0].text, completion
-    for _ in range(3):
-        assert _streamed_chat(client)[0]
+    for attempt in range(3):
+        assert _streamed_chat(client)[0], attempt
     after = _openai_served()
     assert all(after[name] > before[name] for name in OPENAI_HOSTS), (before, after)
 
@@ -292,9 +292,9 @@ def test_a_killed_server_leaves_the_gateway_and_no_request_fails():
         answers.append(_gateway_generate().status_code)
     assert answers == [200] * 20, answers
     client = _openai()
-    texts = [_streamed_chat(client)[0] for _ in range(10)]
+    texts = [_streamed_chat(client)[0] for attempt in range(10)]
     texts += [client.chat.completions.create(model="tiny_llm", messages=CHAT, max_tokens=2).choices[0].message.content
-              for _ in range(10)]
+              for attempt in range(10)]
     assert all(texts), texts
     # all of them went to the others (stot, field 7: sessions the server has taken)
     assert [_gateway_stat_rows()[key][7] for key in killed] == served_before
