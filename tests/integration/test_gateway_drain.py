@@ -213,3 +213,21 @@ def test_the_undrain_wait_is_bounded_and_says_so(tmp_path, checked_gateway):
     assert states(admin)["gpu-a"] == "DOWN"
     assert ("gpu-a: 1 of its servers not UP on gateway gw-1 after gateway_undrain_timeout (2 s); going ahead"
             in " ".join(out.split())), out[-2000:]
+
+
+def test_undrain_takes_back_a_host_whose_check_has_not_passed_yet(tmp_path, checked_gateway):
+    """A drained server still down when undrain runs (show stat says DOWN, not DRAIN) is put back
+    all the same: once its health check passes it takes requests, with no second undrain."""
+    admin, port = checked_gateway
+    run(tmp_path, admin, "drain", "gpu-a")
+    run(tmp_path, admin, "undrain", "gpu-a", undrain_timeout=1)
+    assert states(admin) == {"gpu-a": "DOWN"}
+    backend = SlowServer(port)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 15
+        while states(admin)["gpu-a"] != "UP":
+            assert time.monotonic() < deadline, states(admin)  # DRAIN: left out of the gateway
+            time.sleep(0.2)
+    finally:
+        backend.shutdown()
