@@ -496,8 +496,11 @@ def test_diagnose_collects_on_the_failing_host_only():
     folder = os.path.join(REPORTS, "diagnose", "fleet-vllm-2")
     for collected in ("unit-status.txt", "journal.txt", "container.log", "mounts.txt", "disk.txt", "gpu.txt", "summary.txt"):
         assert os.path.isfile(os.path.join(folder, collected)), collected
+    # the stopped unit, as systemd says it: inactive, or failed where docker stop's window ran out
+    # before the OpenAI frontend had shut its server down (issue 16's note: seen under CI load)
     with open(os.path.join(folder, "unit-status.txt"), encoding="utf-8") as handle:
-        assert "inactive" in handle.read()
+        status = handle.read()
+    assert "Active: inactive" in status or "Active: failed" in status, status[:500]
     with open(os.path.join(folder, "mounts.txt"), encoding="utf-8") as handle:
         assert "ok       /opt/models" in handle.read()
     assert "fleet-vllm-2:" in run.stdout and "1 of 4 host(s) do not serve every model" in run.stdout
