@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "unit" / "roles")]
 # pylint: disable=wrong-import-position,import-error
 from tests.integration.test_openai_frontend import Frontend, lay_out, run_env, unit_command  # noqa: E402
+from role_render import gateway_config_here  # noqa: E402
 
 SERVER_PORTS = {"triton_server_openai_port": 18480, "triton_server_http_port": 18481, "triton_server_grpc_port": 18482,
                 "triton_server_metrics_port": 18483}
@@ -69,13 +70,7 @@ def gateway_config(scratch):
     # the files the role writes beside the configuration (configure.yml), here in scratch
     (scratch / "gateway-api-keys.lst").write_text(f"Bearer {GATEWAY_KEY}\n")
     (scratch / "gateway-openai-server-key.map").write_text(f"servers {SERVER_KEY}\n")
-    config = out.read_text()
-    for original in ("/etc/haproxy/gateway-api-keys.lst", "/etc/haproxy/gateway-openai-server-key.map"):
-        config = config.replace(original, str(scratch / Path(original).name))
-    config = config.replace("chroot /var/lib/haproxy", f"chroot {scratch}").replace("log /dev/log local0", "")
-    config = config.replace("/run/haproxy/admin.sock", str(scratch / "admin.sock"))
-    config = config.replace("    user haproxy\n    group haproxy\n", "")
-    out.write_text(config)
+    out.write_text(gateway_config_here(out.read_text(), scratch))
     return out
 
 

@@ -33,3 +33,17 @@ def checker(command, package):
     return path, pytest.mark.skipif(
         path is None and os.environ.get("CI") != "true",
         reason=f"{command} missing: apt-get install {package} (the test command installs it)")
+
+
+GATEWAY_FILES = ("/etc/haproxy/gateway-api-keys.lst", "/etc/haproxy/certs/gateway.pem",
+                 "/etc/haproxy/gateway-openai-server-key.map")
+
+
+def gateway_config_here(config, folder):
+    """The gateway role's haproxy.cfg made runnable on this machine:
+    the files it refers to, its chroot and admin socket moved under folder, no syslog, no user switch."""
+    for original in GATEWAY_FILES:
+        config = config.replace(original, str(Path(folder) / Path(original).name))
+    config = config.replace("chroot /var/lib/haproxy", f"chroot {folder}").replace("log /dev/log local0", "")
+    config = config.replace("/run/haproxy/admin.sock", str(Path(folder) / "admin.sock"))
+    return config.replace("    user haproxy\n    group haproxy\n", "")

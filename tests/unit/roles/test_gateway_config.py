@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from role_render import HERE as ROLES, ROOT, checker
+from role_render import HERE as ROLES, ROOT, checker, gateway_config_here
 from role_render import render as render_role
 
 HAPROXY, pytestmark = checker("haproxy", "haproxy")
@@ -23,14 +23,8 @@ def render(tmp_path, **extra_vars):
 
 def haproxy_check(tmp_path, config):
     """`haproxy -c` on the configuration, with the files it refers to moved under tmp_path."""
-    for original in ("/etc/haproxy/gateway-api-keys.lst", "/etc/haproxy/certs/gateway.pem",
-                     "/etc/haproxy/gateway-openai-server-key.map"):
-        config = config.replace(original, str(tmp_path / Path(original).name))
-    # the chroot and admin socket folders of the gateway host
-    config = config.replace("chroot /var/lib/haproxy", f"chroot {tmp_path}")
-    config = config.replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
     path = tmp_path / "checked.cfg"
-    path.write_text(config, encoding="utf-8")
+    path.write_text(gateway_config_here(config, tmp_path), encoding="utf-8")
     return subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True, check=False)
 
 
