@@ -44,10 +44,6 @@ def test_the_defaults_pass_haproxy_check_with_every_serving_host_a_backend(tmp_p
     assert "balance leastconn" in config and "http-check send meth GET uri /v2/health/ready" in config
     # token streams leave chunk by chunk (bench/gateway_overhead.py: TTFT through the gateway 1.95x without it)
     assert "\n    option http-no-delay\n" in config.split("\nfrontend ", 1)[0]
-    # a request a dying server closed unanswered goes to another server (tests/integration/test_gateway_retry.py)
-    backend = config.split("\nbackend triton_http\n", 1)[1]
-    assert "\n    option http-buffer-request\n    retry-on conn-failure empty-response\n" in backend
-    assert "\n    option redispatch 1\n" in config.split("\nfrontend ", 1)[0]
     assert "frontend triton_grpc" not in config and " ssl " not in config and "Bearer" not in config
 
 
@@ -65,8 +61,6 @@ def test_grpc_tls_api_keys_and_a_model_health_check_pass_haproxy_check(tmp_path)
     assert "http-check send meth GET uri /v2/models/tiny_llm/ready" in config
     grpc = server_lines(config, "triton_grpc")
     assert grpc[0][1:] == ["gpu-a", "10.0.0.5:8101", "proto", "h2", "check", "port", "8100", "check-proto", "h1"]
-    # a gRPC request streams with no end to buffer up to: not retried
-    assert "http-buffer-request" not in config.split("\nbackend triton_grpc\n", 1)[1].split("\nfrontend ", 1)[0]
     assert config.count("ssl crt /etc/haproxy/certs/gateway.pem") == 2
 
 
