@@ -24,6 +24,9 @@ host_prerequisites() {
   command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
   # haproxy (the gateway role's configuration through haproxy -c, tests/unit/roles).
   command -v haproxy >/dev/null || missing+=(haproxy)
+  # socat: the gateway drain/undrain tasks talk to HAProxy's admin socket with it
+  # (tests/integration/test_gateway_drain.py runs them on this machine).
+  command -v socat >/dev/null || missing+=(socat)
   # perf_analyzer (the benchmark playbook's integration test) links libb64.
   [[ -e /usr/lib/x86_64-linux-gnu/libb64.so.0d ]] || missing+=(libb64-0d)
   if ((${#missing[@]})); then
