@@ -18,7 +18,8 @@
 #                verify (testinfra), destroy
 # images, lint, sanity and unit run at the same time (each writes its own log,
 # printed whole when all are done); the GenAI-Perf virtualenv that integration needs
-# is built in the background from the start.
+# is built in the background from the start. Then integration, deploy and each Molecule
+# scenario run as jobs in CI_LANES lanes (default 3) at the same time (run_jobs_in_lanes).
 # `tests/run.sh STAGE...` runs only the named stages (setup, host and images
 # always run; a failed images stage stops the run after the checks that ran with it).
 # Exits non-zero when any stage fails.
@@ -117,6 +118,7 @@ print_summary() {
   echo
   echo "======== summary ========"
   printf '%s\n' "${summary[@]}"
+  [[ -z "${lanes_summary:-}" ]] || echo "${lanes_summary}"
   if ((${#failures[@]})); then
     echo "---- why the failed stages failed ----"
     printf '%s\n' "${failures[@]}"
@@ -226,8 +228,8 @@ genai_perf_venv() {
 }
 
 integration() {
-  genai_perf_venv || return 1
-  pytest -q -rs tests/integration
+  # --durations: where the stage's time goes, in every CI log.
+  pytest -q -rs --durations=25 tests/integration
 }
 
 # make deploy as a user runs it. The first run builds what is missing (the
@@ -350,71 +352,103 @@ if "error" in answer or not isinstance(text, str) or not text.strip():
 print("deploy: text_output:%s" % text)' "${answer}"
 }
 
-# Seconds each scenario took in the last cold CI run one after another (stop 24; fleet and
-# triton_server estimated with what stop 25 added): the lanes below are filled longest first.
-# A scenario not listed counts as 300 s.
-declare -A molecule_cold_seconds=(
-  [fleet]=900 [triton_fleet]=466 [monitoring]=387 [triton_instances]=353 [triton_server]=265
-  [gpu_host]=221 [default]=206 [model_repository]=77 [hf_model]=85
+# Integration, deploy and every Molecule scenario are jobs that need nothing from each other,
+# run in CI_LANES lanes at the same time (default 3), each lane one job after another, longest
+# first into the least loaded lane. Why: integration and deploy run one process at a time and
+# left one of the two cores idle, the scenarios' testinfra steps mostly wait, and run one after
+# another they took 7423 s on a cold machine (stop 27; CI's limit is 5400 s). deploy and
+# Molecule default share the sandbox's ports and name: one lane, deploy first. The ports and
+# instance names of the rest are distinct. CI_LANES=1 runs them one after another, as when
+# chasing a timing problem.
+# Seconds each job took in that cold run (fleet: less its fifth host), to fill the lanes; a job
+# not listed counts as 300 s.
+declare -A job_cold_seconds=(
+  [integration]=2185 [deploy]=543
+  [molecule fleet]=2500 [molecule triton_fleet]=1473 [molecule triton_instances]=1179
+  [molecule monitoring]=908 [molecule triton_server]=463 [molecule gpu_host]=460
+  [molecule default]=392 [molecule hf_model]=185 [molecule model_repository]=149
 )
 
-molecule_all() {
-  local scenario rc=0
-  local -a scenarios
-  mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
-  if ((${MOLECULE_LANES:-2} > 1)); then
-    molecule_lanes "${MOLECULE_LANES:-2}" "${scenarios[@]}"
-    return
-  fi
-  for scenario in "${scenarios[@]}"; do
-    run_stage "molecule ${scenario}" molecule test -s "${scenario}" || rc=1
-  done
-  return "${rc}"
+run_job() {
+  case "$1" in
+    integration) integration ;;
+    deploy) deploy ;;
+    "molecule "*) molecule test -s "${1#molecule }" ;;
+  esac
 }
 
-# The scenarios in MOLECULE_LANES lanes (default 2; 1 runs them one after another) at the same
-# time, each lane one scenario after another (longest first into the least loaded lane).
-# Their loopback ports and instance names are distinct (default and the deploy stage share
-# the sandbox's, and deploy is over before Molecule starts). Not yet measured against the
-# sequential run on a cold machine: the verify steps of fleet, monitoring and triton_fleet
-# mostly wait (513 s of the 617 s of testinfra in the last cold CI), the converges are CPU-bound.
-molecule_lanes() {
+# "busy idle" jiffies of all CPUs so far (/proc/stat), to say how much of the machine the lanes used.
+cpu_jiffies() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat
+}
+
+run_jobs_in_lanes() {
   local lanes="$1"; shift
-  local scenario i best rc=0 log result
-  local -a lane_scenarios=() lane_load=() sorted pids=()
-  for ((i = 0; i < lanes; i++)); do lane_scenarios[i]=""; lane_load[i]=0; done
-  mapfile -t sorted < <(for scenario in "$@"; do
-    echo "${molecule_cold_seconds[${scenario}]:-300} ${scenario}"; done | sort -rn | cut -d' ' -f2)
-  for scenario in "${sorted[@]}"; do
+  local job i best rc=0 log result start cpu_before cpu_after busy idle
+  local -a units=() lane_jobs=() lane_load=() pids=()
+  # Units: jobs that must share a lane, in order; deploy and Molecule default are one.
+  local with_default="" with_deploy=""
+  for job in "$@"; do
+    [[ "${job}" == "molecule default" ]] && with_default=1
+    [[ "${job}" == deploy ]] && with_deploy=1
+  done
+  for job in "$@"; do
+    if [[ -n "${with_default}" && -n "${with_deploy}" && "${job}" == "molecule default" ]]; then continue; fi
+    if [[ -n "${with_default}" && -n "${with_deploy}" && "${job}" == deploy ]]; then
+      units+=("deploy|molecule default")
+    else
+      units+=("${job}")
+    fi
+  done
+  unit_seconds() {
+    local total=0 part
+    local -a parts
+    IFS='|' read -ra parts <<<"$1"
+    for part in "${parts[@]}"; do total=$((total + ${job_cold_seconds[${part}]:-300})); done
+    echo "${total}"
+  }
+  for ((i = 0; i < lanes; i++)); do lane_jobs[i]=""; lane_load[i]=0; done
+  local unit
+  while IFS= read -r unit; do
     best=0
     for ((i = 1; i < lanes; i++)); do ((lane_load[i] < lane_load[best])) && best=${i}; done
-    lane_scenarios[best]+=" ${scenario}"
-    lane_load[best]=$((lane_load[best] + ${molecule_cold_seconds[${scenario}]:-300}))
-  done
+    lane_jobs[best]+="${lane_jobs[best]:+|}${unit}"
+    lane_load[best]=$((lane_load[best] + $(unit_seconds "${unit}")))
+  done < <(for unit in "${units[@]}"; do echo "$(unit_seconds "${unit}") ${unit}"; done | sort -rn | cut -d' ' -f2-)
   echo
+  start=$(date +%s)
+  cpu_before="$(cpu_jiffies)"
   for ((i = 0; i < lanes; i++)); do
-    echo "======== molecule lane $((i + 1)):${lane_scenarios[i]} ========"
+    [[ -n "${lane_jobs[i]}" ]] || continue
+    echo "======== lane $((i + 1)): ${lane_jobs[i]//|/, } ========"
     (
-      for scenario in ${lane_scenarios[i]}; do
-        log="$(stage_log "molecule ${scenario}")"
-        start=$(date +%s)
-        molecule test -s "${scenario}" >"${log}" 2>&1
-        echo "$? $(($(date +%s) - start))" >"${log}.rc"
-        echo "molecule ${scenario} (lane $((i + 1))): exit $(cut -d' ' -f1 "${log}.rc") in $(cut -d' ' -f2 "${log}.rc")s"
+      IFS='|' read -ra lane_job_list <<<"${lane_jobs[i]}"
+      for job in "${lane_job_list[@]}"; do
+        log="$(stage_log "${job}")"
+        local job_start
+        job_start=$(date +%s)
+        run_job "${job}" >"${log}" 2>&1
+        echo "$? $(($(date +%s) - job_start))" >"${log}.rc"
+        echo "${job} (lane $((i + 1))): exit $(cut -d' ' -f1 "${log}.rc") in $(cut -d' ' -f2 "${log}.rc")s," \
+          "$(($(date +%s) - start))s into the lanes"
       done
     ) &
     pids+=($!)
   done
   wait "${pids[@]}"
-  for scenario in "$@"; do
-    log="$(stage_log "molecule ${scenario}")"
+  cpu_after="$(cpu_jiffies)"
+  busy=$(( ${cpu_after% *} - ${cpu_before% *} )); idle=$(( ${cpu_after#* } - ${cpu_before#* } ))
+  lanes_summary="lanes: ${lanes}, $(($(date +%s) - start))s, CPU $((100 * busy / (busy + idle + 1)))% busy"
+  echo "${lanes_summary}"
+  for job in "$@"; do
+    log="$(stage_log "${job}")"
     result="$(cat "${log}.rc" 2>/dev/null || echo "1 0")"
     rm -f "${log}.rc"
     echo
-    echo "======== stage molecule ${scenario} ========"
+    echo "======== stage ${job} ========"
     cat "${log}"
-    record_stage "molecule ${scenario}" "${result% *}" "${result#* }" "${log}"
-    echo "======== stage molecule ${scenario}: exit ${result% *} in ${result#* }s ========"
+    record_stage "${job}" "${result% *}" "${result#* }" "${log}"
+    echo "======== stage ${job}: exit ${result% *} in ${result#* }s ========"
     ((${result% *} == 0)) || rc=1
   done
   return "${rc}"
@@ -437,14 +471,21 @@ for stage in "${stages[@]}"; do
 done
 run_stages_together "${together[@]}"
 [[ "${stage_rc[images]:-1}" == 0 ]] || { print_summary; exit 1; }
+ci_jobs=()
 for stage in "${stages[@]}"; do
   case "${stage}" in
     lint | sanity | unit) ;;
-    integration) run_stage integration integration ;;
-    deploy) run_stage deploy deploy ;;
-    molecule) molecule_all ;;
+    # integration's GenAI-Perf virtualenv (built in the background since the start) first, here:
+    # a lane is a subshell, which cannot wait for this shell's background job.
+    integration) run_stage "integration venv" genai_perf_venv && ci_jobs+=(integration) ;;
+    deploy) ci_jobs+=(deploy) ;;
+    molecule)
+      mapfile -t -O "${#ci_jobs[@]}" ci_jobs < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' \
+        | xargs -n1 basename | sort | sed 's/^/molecule /') ;;
     *) echo "unknown stage ${stage}"; failed=$((failed + 1)) ;;
   esac
 done
+lanes_summary=""
+((${#ci_jobs[@]})) && run_jobs_in_lanes "$((${CI_LANES:-3} < ${#ci_jobs[@]} ? ${CI_LANES:-3} : ${#ci_jobs[@]}))" "${ci_jobs[@]}"
 print_summary
 ((failed == 0))

@@ -67,7 +67,21 @@ else
   strip --strip-unneeded "${opt}"/lib/*.so* "${opt}/bin/tritonserver" 2>/dev/null || true
   echo "${dockerfile}" > "${context}/Dockerfile"
   echo "building ${image}"
-  docker build --network host -q -t "${image}" "${context}" >/dev/null
+  docker build --network host -q -t "${image}-layered" "${context}" >/dev/null
+  # One layer: the scenarios' nested dockerds store images with vfs, which writes every layer
+  # as a full copy of the one below (three layers: 1.07 GB per host, one: 0.42 GB); docker load
+  # of the flat tarball took 8.8 s where the layered one took 14.8 s on an idle machine.
+  # The flat image keeps the Dockerfile's settings, read back from the layered one.
+  flat_settings=()
+  while IFS= read -r line; do
+    [[ -n "${line}" ]] && flat_settings+=(--change "${line}")
+  done < <(docker image inspect --format '{{range .Config.Env}}ENV {{.}}
+{{end}}WORKDIR {{.Config.WorkingDir}}
+CMD {{json .Config.Cmd}}
+EXPOSE{{range $port, $_ := .Config.ExposedPorts}} {{$port}}{{end}}' "${image}-layered")
+  container="$(docker create "${image}-layered")"
+  docker export "${container}" | docker import "${flat_settings[@]}" - "${image}" >/dev/null
+  docker rm "${container}" >/dev/null && docker rmi "${image}-layered" >/dev/null
   echo "built ${image} in $(( $(date +%s) - start ))s"
 fi
 docker tag "${image}" "${name}:latest"

@@ -16,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 HUB = "http://127.0.0.1:18610"
 REPORTS = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "reports")
-HOSTS = {"fleet-vllm-1": 18620, "fleet-vllm-2": 18630, "fleet-trtllm-1": 18640, "fleet-trtllm-2": 18650}
+HOSTS = {"fleet-vllm-1": 18620, "fleet-vllm-2": 18630, "fleet-trtllm-1": 18640}
 
 testinfra_hosts = ["ansible://" + name for name in HOSTS]
 
@@ -108,7 +108,7 @@ def test_upgrade_triton_reports_the_newest_release_and_changes_nothing():
                      f"{name} | driver | running driver unknown (no GPU facts) | needs 615.61 or newer for 26.08-vllm",
                      f"{name} | model | tiny_llm | re-rendered and reloaded: model.json checked against vLLM 0.27.1"
                      " (was 0.11.1)"]
-    for name in ("fleet-trtllm-1", "fleet-trtllm-2"):
+    for name in ("fleet-trtllm-1",):
         expected.append(f"{name} | variable | triton_server_backend=trtllm | refused: trtllm is not offered by Triton"
                         " release 26.08")
     for start in expected:
@@ -131,14 +131,14 @@ def test_drift_lists_what_upgrade_model_moved_away_from_the_inventory():
         weights = [line for line in lines if line.startswith(f"{name} | hf_model | tiny-llm | onprem-test/tiny-llm@v1.0 | ")]
         assert weights and "onprem-test/tiny-llm@next" in weights[0], lines
     # The TRT-LLM engines were built from `next`: the inventory's revision would rebuild them.
-    for name in ("fleet-trtllm-1", "fleet-trtllm-2"):
+    for name in ("fleet-trtllm-1",):
         assert [line for line in lines if line.startswith(f"{name} | model_repository | tiny_llm | ")], lines
     # Nothing else drifted: the image each server runs is the inventory's.
-    assert len(lines) == 1 + 4 + 2, lines
+    assert len(lines) == 1 + len(HOSTS) + 1, lines
     # Check mode reports what it would change: only the engine rebuild on the TRT-LLM hosts ...
     # (the report itself is written on the controller, whatever the mode: localhost is left out).
     would_change = {host: tasks for host, tasks in _changed_tasks(run.stdout).items() if host in HOSTS}
-    assert set(would_change) <= {"fleet-trtllm-1", "fleet-trtllm-2"}, would_change
+    assert set(would_change) <= {"fleet-trtllm-1"}, would_change
     for name, tasks in would_change.items():
         assert tasks and all(task.startswith("onprem.triton.model_repository : ") for task in tasks), (name, tasks)
     # ... and changes nothing: same generation, weights, unit and server process on every host.
@@ -266,7 +266,7 @@ def test_status_shows_the_gateway_view_of_every_host():
 
 
 def test_drift_lists_gateway_backends_the_inventory_does_not_ask_for():
-    # Asked to front only the vLLM hosts, the running gateway (all 4) drifts by the TensorRT-LLM ones.
+    # Asked to front only the vLLM hosts, the running gateway (all of them) drifts by the TensorRT-LLM ones.
     run = _playbook("drift", "--limit", "fleet-gateway,localhost", "-e", "gateway_servers_group=triton_vllm")
     assert run.returncode == 0, run.stdout[-3000:]
     with open(os.path.join(REPORTS, "drift.txt"), encoding="utf-8") as handle:
@@ -279,7 +279,7 @@ def test_drift_lists_gateway_backends_the_inventory_does_not_ask_for():
 
 def test_a_killed_server_leaves_the_gateway_and_no_request_fails():
     """fleet-vllm-1's container killed: once the health check notices, the KServe requests go to
-    the 3 other hosts and the OpenAI ones to fleet-vllm-2, none fails; systemd brings it back."""
+    the other hosts and the OpenAI ones to fleet-vllm-2, none fails; systemd brings it back."""
     subprocess.run(["docker", "exec", "fleet-vllm-1", "docker", "kill", "triton-fleet-vllm-1"], check=True)
     killed = [("triton_http", "fleet-vllm-1"), ("triton_openai", "fleet-vllm-1")]
     deadline = time.monotonic() + 30
