@@ -311,7 +311,7 @@ deploy_refuses_bad_values() {
   # One stage alone, by its tag, on the converged host: it finds what it needs, changes nothing.
   local tag
   local -A stage_work=(
-    [container_engine]="onprem.triton.common : Install the packages, pinned (apt)"
+    [container_engine]="onprem.triton._common : Install the packages, pinned (apt)"
     [hf_model]="onprem.triton.hf_model : Start the downloads on the controller"
   )
   for tag in container_engine triton_server model_repository hf_model; do

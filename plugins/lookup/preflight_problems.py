@@ -17,7 +17,7 @@ description:
     as C(__<role>_check_<what>), so that one bad value does not hide the next one. This lookup reads those
     results (in the order they were registered) and returns the message of each failed one (each failed
     item of a looped check, each C(argument_errors) entry). Passed and skipped checks give nothing.
-  - Used by C(roles/common/tasks/preflight_report.yml) (a role's last preflight task fails with every
+  - Used by C(roles/_common/tasks/preflight_report.yml) (a role's last preflight task fails with every
     problem) and by C(playbooks/tasks/preflight_stage.yml) (the fleet-wide preflight report).
 options:
   _terms:

@@ -13,7 +13,7 @@ author: onprem.triton maintainers (@onprem-triton)
 short_description: The Triton release table of the collection
 version_added: 0.1.0
 description:
-  - Returns the release table kept in C(roles/common/vars/triton_releases.yml) of this collection, the one place
+  - Returns the release table kept in C(roles/_common/vars/triton_releases.yml) of this collection, the one place
     where what each Triton release ships is written down with its sources. A dict with C(default) (the release
     pinned when the inventory sets no C(triton_release)), C(sources) and C(releases).
   - Takes no terms. Use the filters C(onprem.triton.triton_release_facts), C(onprem.triton.triton_release_image) and
@@ -48,9 +48,9 @@ try:
 except ImportError:  # pragma: no cover - ansible-core requires PyYAML
     yaml = None
 
-# plugins/lookup/ -> the collection root -> the common role's vars.
+# plugins/lookup/ -> the collection root -> the internal _common role's vars.
 TABLE_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          "roles", "common", "vars", "triton_releases.yml")
+                          "roles", "_common", "vars", "triton_releases.yml")
 TABLE_KEY = "_common_triton_releases"
 
 

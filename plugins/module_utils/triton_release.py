@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: onprem.triton contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The Triton release table (roles/common/vars/triton_releases.yml) and what follows from it.
+"""The Triton release table (roles/_common/vars/triton_releases.yml) and what follows from it.
 
 Pure helpers, no Ansible import: the lookup onprem.triton.triton_releases reads the table, the
 filters of plugins/filter/triton_release.py and the model repository renderer call these, and the
@@ -45,7 +45,7 @@ def release_entry(table, release, variable="triton_release"):
         # An unquoted 25.10 in YAML is the float 25.1.
         hint = "" if re.match(r"^[0-9]{2}\.[0-9]{2}$", name) else " (a release is a quoted YY.MM string, e.g. \"25.10\")"
         raise TritonReleaseError(variable, "Triton release %r is not in the release table (known: %s)%s; add it to "
-                                 "roles/common/vars/triton_releases.yml with its sources"
+                                 "roles/_common/vars/triton_releases.yml with its sources"
                                  % (name, ", ".join(known_releases(table)), hint))
     entry = dict(releases[name])
     entry["release"] = name

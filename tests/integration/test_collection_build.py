@@ -68,7 +68,7 @@ def test_installed_collection_reads_its_release_table(installed, tmp_path):
                "msg={{ lookup('onprem.triton.triton_releases') | onprem.triton.triton_release_image("
                "lookup('onprem.triton.triton_releases').default, 'trtllm') }}"], cwd=tmp_path, env=env)
     assert '"msg": "25.12-trtllm-python-py3"' in out, out
-    assert (collections / "ansible_collections" / "onprem" / "triton" / "roles" / "common" / "vars"
+    assert (collections / "ansible_collections" / "onprem" / "triton" / "roles" / "_common" / "vars"
             / "triton_releases.yml").is_file()
 
 

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """The render and validation matrix, loaded: for every release of the table
-(roles/common/vars/triton_releases.yml), each backend and TensorRT-LLM layout the release offers
+(roles/_common/vars/triton_releases.yml), each backend and TensorRT-LLM layout the release offers
 is rendered and validated as the role does (build_plan), then LOADED by the real tritonserver of
 tests/fixtures/triton, one server start per release, and answers a generation.
 
@@ -27,7 +27,7 @@ TEMPLATES = ROOT / "roles" / "model_repository" / "templates"
 CONTRACTS = ROOT / "roles" / "model_repository" / "files" / "vllm_contract"
 ALL_MODELS = ROOT / "tests" / "fixtures" / "triton" / "trtllm_all_models"
 GPUS = [{"index": 0, "memory_total_mib": 81559}, {"index": 1, "memory_total_mib": 81559}]
-with open(ROOT / "roles" / "common" / "vars" / "triton_releases.yml", encoding="utf-8") as _handle:
+with open(ROOT / "roles" / "_common" / "vars" / "triton_releases.yml", encoding="utf-8") as _handle:
     TABLE = yaml.safe_load(_handle)["_common_triton_releases"]
 
 # An engine argument of each release's vLLM that a neighbouring release's vLLM refuses (checked below).

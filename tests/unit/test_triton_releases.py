@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The Triton release table (roles/common/vars/triton_releases.yml) and what follows from it.
+"""The Triton release table (roles/_common/vars/triton_releases.yml) and what follows from it.
 
 - The table is sound: every image has a tag of its release, a CUDA version, a minimum driver and
   a source described under `sources`; layouts and default layouts are consistent.
@@ -28,7 +28,7 @@ def _yaml(*parts):
         return yaml.safe_load(handle)
 
 
-TABLE = _yaml("roles", "common", "vars", "triton_releases.yml")["_common_triton_releases"]
+TABLE = _yaml("roles", "_common", "vars", "triton_releases.yml")["_common_triton_releases"]
 OS_MATRIX = sorted(name[:-4] for name in os.listdir(DRIVER_VARS) if "-" in name)
 DRIVER_DEFAULTS = _yaml("roles", "nvidia_driver", "defaults", "main.yml")
 

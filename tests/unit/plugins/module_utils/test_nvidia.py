@@ -13,7 +13,7 @@ H100 = os.path.join(ROOT, "tests", "fixtures", "nvidia", "h100")
 
 def _role_table():
     """The role's driver table: derived from the release table, as vars/main.yml does."""
-    with open(os.path.join(ROOT, "roles", "common", "vars", "triton_releases.yml")) as handle:
+    with open(os.path.join(ROOT, "roles", "_common", "vars", "triton_releases.yml")) as handle:
         return triton_release.driver_table(yaml.safe_load(handle)["_common_triton_releases"])
 
 
