@@ -13,13 +13,15 @@
 #                left from an earlier run), then again: the recap must show
 #                changed=0 for every host; then the curl line its summary
 #                printed is run as printed and must get an answer; then the
-#                sandbox is torn down (Molecule `default` uses the same ports)
+#                sandbox is torn down; in between, on the converged host, site.yml --check
+#                runs through, tests/deploy (testinfra) reads what it holds, bad values are
+#                refused before any change and each stage tag alone changes nothing
 #   molecule     every scenario under molecule/: create, converge, idempotence,
 #                verify (testinfra), destroy
 # images, lint, sanity and unit run at the same time (each writes its own log,
 # printed whole when all are done); the GenAI-Perf virtualenv that integration needs
 # is built in the background from the start. Then integration, deploy and each Molecule
-# scenario run as jobs in CI_LANES lanes (default 3) at the same time (run_jobs_in_lanes).
+# scenario run as jobs in CI_LANES lanes (default 2) at the same time (run_jobs_in_lanes).
 # `tests/run.sh STAGE...` runs only the named stages (setup, host and images
 # always run; a failed images stage stops the run after the checks that ran with it).
 # Exits non-zero when any stage fails.
@@ -253,10 +255,28 @@ deploy() {
   fi
   ((rc == 0)) && { deploy_unchanged "${out}/second.log" || rc=1; }
   ((rc == 0)) && { deploy_ask "${out}/second.log" || rc=1; }
+  ((rc == 0)) && { deploy_check_mode "${out}" || rc=1; }
+  ((rc == 0)) && { deploy_host_tests || rc=1; }
   ((rc == 0)) && { deploy_refuses_bad_values "${out}" || rc=1; }
   scripts/sandbox.sh down
   rm -rf "${sandbox_dir}"
   return "${rc}"
+}
+
+# site.yml in check mode on the converged host: it must run through (honest check mode: every
+# read-only probe runs, nothing fails for want of what a real run would have made).
+deploy_check_mode() {
+  local log="$1/check.log"
+  if ! ansible-playbook site.yml -i inventories/sandbox --check >"${log}" 2>&1; then
+    echo "deploy: site.yml --check failed on the converged host (${log}):"; tail -n 30 "${log}"; return 1
+  fi
+  echo "deploy: site.yml --check ran through on the converged host:"
+  sed -n '/^PLAY RECAP/,/^$/p' "${log}" | grep -E ' : ok='
+}
+
+# What the deployed host holds and serves, read on it with testinfra (tests/deploy).
+deploy_host_tests() {
+  pytest -q -p no:cacheprovider --hosts=docker://onprem-triton-sandbox tests/deploy
 }
 
 # Every host of the second run's PLAY RECAP at changed=0; otherwise the tasks
@@ -281,7 +301,7 @@ deploy_unchanged() {
 # its first play naming the variable, and the server (its PID, unit, repository generation)
 # is untouched and still answers.
 deploy_refuses_bad_values() {
-  local out="$1" host=onprem-triton-sandbox value variable before after log n=0
+  local out="$1" host=onprem-triton-sandbox value variable before after log n merged
   local -a values=(
     '{"triton_server_http_address": "999.1.1.1"}'
     '{"triton_server_extra_args": "--foo"}'
@@ -296,16 +316,21 @@ deploy_refuses_bad_values() {
     docker exec "${host}" sh -c 'systemctl show -p MainPID --value triton-sandbox; readlink -f /opt/triton/repository/current;
       md5sum /etc/systemd/system/triton-sandbox.service /etc/docker/daemon.json'
   }
+  # All of them in one run (the first play checks every stage and reports every problem together,
+  # each naming its variable): one site.yml run instead of one per value.
   before="$(server_state)"
+  log="${out}/bad-values.log"
+  merged="$(python3 -c 'import json, sys; merged = {}; [merged.update(json.loads(v)) for v in sys.argv[1:]]; print(json.dumps(merged))' "${values[@]}")"
+  if ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible-playbook site.yml -i inventories/sandbox -e "${merged}" >"${log}" 2>&1; then
+    echo "deploy: ${merged} was accepted on the converged host (${log})"; return 1
+  fi
+  n="$(grep -oE "${host}: [0-9]+ problem\(s\) before anything changed" "${log}" | grep -oE '[0-9]+' | head -n 1)"
+  if ((${n:-0} < ${#values[@]})); then
+    echo "deploy: ${#values[@]} bad values gave ${n:-no} problem(s) before anything changed (${log})"; return 1
+  fi
   for value in "${values[@]}"; do
-    n=$((n + 1)); log="${out}/bad-${n}.log"
     variable="$(python3 -c 'import json, sys; print(next(iter(json.loads(sys.argv[1]))))' "${value}")"
-    if ANSIBLE_CALLBACK_RESULT_FORMAT=json ansible-playbook site.yml -i inventories/sandbox -e "${value}" >"${log}" 2>&1; then
-      echo "deploy: ${variable}=${value} was accepted on the converged host (${log})"; return 1
-    fi
-    if ! grep -q "${host}: [0-9]* problem(s) before anything changed" "${log}" || ! grep -q "${variable}" "${log}"; then
-      echo "deploy: ${value} did not stop the first play naming ${variable} (${log})"; return 1
-    fi
+    grep -q "${variable}" "${log}" || { echo "deploy: ${value} was not named in the first play's problems (${log})"; return 1; }
     echo "deploy: refused before any change: ${value}"
   done
   # One stage alone, by its tag, on the converged host: it finds what it needs, changes nothing.
@@ -352,21 +377,21 @@ if "error" in answer or not isinstance(text, str) or not text.strip():
 print("deploy: text_output:%s" % text)' "${answer}"
 }
 
-# Integration, deploy and every Molecule scenario are jobs that need nothing from each other,
-# run in CI_LANES lanes at the same time (default 3), each lane one job after another, longest
-# first into the least loaded lane. Why: integration and deploy run one process at a time and
-# left one of the two cores idle, the scenarios' testinfra steps mostly wait, and run one after
-# another they took 7423 s on a cold machine (stop 27; CI's limit is 5400 s). deploy and
-# Molecule default share the sandbox's ports and name: one lane, deploy first. The ports and
-# instance names of the rest are distinct. CI_LANES=1 runs them one after another, as when
-# chasing a timing problem.
-# Seconds each job took in that cold run (fleet: less its fifth host), to fill the lanes; a job
-# not listed counts as 300 s.
+# Integration, deploy and every Molecule scenario are jobs that need nothing from each other
+# (distinct loopback ports and instance names), run in CI_LANES lanes at the same time (default
+# 2), each lane one job after another, longest first into the least loaded lane. Why: run one
+# after another, integration and deploy left one of the two cores idle (stop 27's cold run: 7423 s
+# in all; CI's limit is 5400 s). Not 3: measured on a cold run, three lanes kept both cores busy
+# but made no more progress than two, and the one-process integration job got a third of its
+# share. CI_LANES=1 runs them one after another, as when chasing a timing problem.
+# Seconds each job took in stop 27's cold run (fleet: less its fifth host; deploy: with the
+# Molecule default scenario's checks, which it now runs), to fill the lanes; a job not listed
+# counts as 300 s.
 declare -A job_cold_seconds=(
-  [integration]=2185 [deploy]=543
-  [molecule fleet]=2500 [molecule triton_fleet]=1473 [molecule triton_instances]=1179
+  [integration]=2185 [deploy]=600
+  [molecule fleet]=2500 [molecule triton_fleet]=1300 [molecule triton_instances]=1179
   [molecule monitoring]=908 [molecule triton_server]=463 [molecule gpu_host]=460
-  [molecule default]=392 [molecule hf_model]=185 [molecule model_repository]=149
+  [molecule hf_model]=185 [molecule model_repository]=149
 )
 
 run_job() {
@@ -385,36 +410,14 @@ cpu_jiffies() {
 run_jobs_in_lanes() {
   local lanes="$1"; shift
   local job i best rc=0 log result start cpu_before cpu_after busy idle
-  local -a units=() lane_jobs=() lane_load=() pids=()
-  # Units: jobs that must share a lane, in order; deploy and Molecule default are one.
-  local with_default="" with_deploy=""
-  for job in "$@"; do
-    [[ "${job}" == "molecule default" ]] && with_default=1
-    [[ "${job}" == deploy ]] && with_deploy=1
-  done
-  for job in "$@"; do
-    if [[ -n "${with_default}" && -n "${with_deploy}" && "${job}" == "molecule default" ]]; then continue; fi
-    if [[ -n "${with_default}" && -n "${with_deploy}" && "${job}" == deploy ]]; then
-      units+=("deploy|molecule default")
-    else
-      units+=("${job}")
-    fi
-  done
-  unit_seconds() {
-    local total=0 part
-    local -a parts
-    IFS='|' read -ra parts <<<"$1"
-    for part in "${parts[@]}"; do total=$((total + ${job_cold_seconds[${part}]:-300})); done
-    echo "${total}"
-  }
+  local -a lane_jobs=() lane_load=() pids=()
   for ((i = 0; i < lanes; i++)); do lane_jobs[i]=""; lane_load[i]=0; done
-  local unit
-  while IFS= read -r unit; do
+  while IFS= read -r job; do
     best=0
     for ((i = 1; i < lanes; i++)); do ((lane_load[i] < lane_load[best])) && best=${i}; done
-    lane_jobs[best]+="${lane_jobs[best]:+|}${unit}"
-    lane_load[best]=$((lane_load[best] + $(unit_seconds "${unit}")))
-  done < <(for unit in "${units[@]}"; do echo "$(unit_seconds "${unit}") ${unit}"; done | sort -rn | cut -d' ' -f2-)
+    lane_jobs[best]+="${lane_jobs[best]:+|}${job}"
+    lane_load[best]=$((lane_load[best] + ${job_cold_seconds[${job}]:-300}))
+  done < <(for job in "$@"; do echo "${job_cold_seconds[${job}]:-300} ${job}"; done | sort -rn | cut -d' ' -f2-)
   echo
   start=$(date +%s)
   cpu_before="$(cpu_jiffies)"
@@ -486,6 +489,6 @@ for stage in "${stages[@]}"; do
   esac
 done
 lanes_summary=""
-((${#ci_jobs[@]})) && run_jobs_in_lanes "$((${CI_LANES:-3} < ${#ci_jobs[@]} ? ${CI_LANES:-3} : ${#ci_jobs[@]}))" "${ci_jobs[@]}"
+((${#ci_jobs[@]})) && run_jobs_in_lanes "$((${CI_LANES:-2} < ${#ci_jobs[@]} ? ${CI_LANES:-2} : ${#ci_jobs[@]}))" "${ci_jobs[@]}"
 print_summary
 ((failed == 0))

@@ -1,4 +1,5 @@
-"""The sandbox host after site.yml: every stage left real, running state."""
+"""The sandbox host after `make deploy` (tests/run.sh deploy runs this with testinfra on
+docker://onprem-triton-sandbox): every stage left real, running state."""
 import json
 
 import requests
