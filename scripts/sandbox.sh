@@ -35,7 +35,7 @@ services() {
     ) 9>/tmp/onprem-triton-mirror-tags.lock
     echo "${image_id} ${mirror_refs[*]}" > "${dir}/tritonserver-fixture.id"
   fi
-  if [[ -f "${dir}/hf_hub.pid" ]] && kill -0 "$(cat "${dir}/hf_hub.pid")" 2>/dev/null; then
+  if hub_running; then
     echo "Hub double already running on 127.0.0.1:${hub_port}"
   else
     setsid "${python}" tests/fixtures/hf_hub/server.py --port "${hub_port}" --pidfile "${dir}/hf_hub.pid" \
@@ -49,11 +49,20 @@ services() {
   fi
 }
 
+# The Hub double of this sandbox runs: its pid file names a live process that IS the double on
+# this port. A pid file left by a run that was killed can name a reused PID, any process.
+hub_running() {
+  local pid
+  pid="$(cat "${dir}/hf_hub.pid" 2>/dev/null)" || return 1
+  [[ "${pid}" =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -q "hf_hub/server.py --port ${hub_port} "
+}
+
 stop_services() {
-  if [[ -f "${dir}/hf_hub.pid" ]]; then
+  if hub_running; then
     kill "$(cat "${dir}/hf_hub.pid")" 2>/dev/null || true
-    rm -f "${dir}/hf_hub.pid"
   fi
+  rm -f "${dir}/hf_hub.pid"
 }
 
 up() {
