@@ -55,7 +55,7 @@ def test_status_shows_every_host_ready(name):
     assert lines, table
     for line in lines:
         assert " READY " in line and "@next (" in line, table
-    assert table.rstrip().endswith("4 of 4 host(s) serving every model"), table
+    assert table.rstrip().endswith(f"{len(HOSTS)} of {len(HOSTS)} host(s) serving every model"), table
 
 
 def _plan_round(name):
@@ -503,7 +503,7 @@ def test_diagnose_collects_on_the_failing_host_only():
     assert "Active: inactive" in status or "Active: failed" in status, status[:500]
     with open(os.path.join(folder, "mounts.txt"), encoding="utf-8") as handle:
         assert "ok       /opt/models" in handle.read()
-    assert "fleet-vllm-2:" in run.stdout and "1 of 4 host(s) do not serve every model" in run.stdout
+    assert "fleet-vllm-2:" in run.stdout and f"1 of {len(HOSTS)} host(s) do not serve every model" in run.stdout
     for name in set(HOSTS) - {"fleet-vllm-2"}:
         assert not os.path.exists(os.path.join(REPORTS, "diagnose", name))
 
