@@ -295,10 +295,8 @@ deploy_unchanged() {
   fi
 }
 
-# The curl line the summary printed, run as printed from outside Ansible: the
-# answer must be a text_output that is not empty.
-# On the converged sandbox host, one bad value per run, from every stage: each run stops in
-# its first play naming the variable, and the server (its PID, unit, repository generation)
+# On the converged sandbox host, one bad value from every stage, all in one run: it stops in
+# its first play naming each variable, and the server (its PID, unit, repository generation)
 # is untouched and still answers.
 deploy_refuses_bad_values() {
   local out="$1" host=onprem-triton-sandbox value variable before after log n merged
@@ -360,6 +358,8 @@ deploy_refuses_bad_values() {
   deploy_ask "${out}/second.log"
 }
 
+# The curl line the summary printed, run as printed from outside Ansible: the
+# answer must be a text_output that is not empty.
 deploy_ask() {
   local log="$1" line answer
   line="$(grep -m1 -E '^ +curl ' "${log}" | sed -E 's/^ +//')"
