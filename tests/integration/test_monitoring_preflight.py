@@ -12,23 +12,22 @@ import sys
 
 import pytest
 
-from tests.integration.role_check import assert_refused_before_any_change, run_role_check
+from tests.integration.role_check import (assert_host_refused_before_any_change, assert_refused_before_any_change,
+                                          role_play, run_cases_as_hosts, run_role_check)
+
+
+SERVERS = {"triton_servers": {"hosts": {"gpu-a": {"ansible_host": "127.0.0.1", "triton_server_metrics_port": 8002}}}}
 
 
 def _run(tmp_path, overrides, env_overrides=None):
     inventory = tmp_path / "hosts.yml"
-    inventory.write_text(json.dumps({"all": {"children": {
-        "triton_monitoring": {"hosts": {"localhost": {"ansible_connection": "local",
-                                                      "ansible_python_interpreter": sys.executable}}},
-        "triton_servers": {"hosts": {"gpu-a": {"ansible_host": "127.0.0.1", "triton_server_metrics_port": 8002}}}}}}),
-        encoding="utf-8")
+    inventory.write_text(json.dumps({"all": {"children": dict(SERVERS, triton_monitoring={"hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}})}}), encoding="utf-8")
     return run_role_check(tmp_path, "onprem.triton.monitoring", "triton_monitoring", overrides, ["-i", str(inventory)],
                           env_overrides=env_overrides)
 
 
-@pytest.mark.parametrize(
-    "overrides, named",
-    [
+BAD_VALUES = [
         ({"monitoring_alert_failure_ratio": "five percent"}, "monitoring_alert_failure_ratio"),
         ({"monitoring_alert_ttft_p95_ms": "fast"}, "monitoring_alert_ttft_p95_ms"),
         ({"monitoring_alert_failure_ratio": 5}, "monitoring_alert_failure_ratio is 5: a ratio above 0 and at most 1"),
@@ -46,10 +45,22 @@ def _run(tmp_path, overrides, env_overrides=None):
         ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
         ({"monitoring_grafana_provisioning_enabled": True, "monitoring_grafana_dashboards_dir": "dashboards"},
          "monitoring_grafana_dashboards_dir 'dashboards' must be absolute paths"),
-    ],
-)
-def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
-    assert_refused_before_any_change(_run(tmp_path, overrides), named)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory):
+    """Every bad value of BAD_VALUES in one run, each on a monitoring host of its own (badNN)."""
+    tmp_path = tmp_path_factory.mktemp("monitoring_bad_values")
+    cases = {f"bad{index:02d}": overrides for index, (overrides, _) in enumerate(BAD_VALUES)}
+    return run_cases_as_hosts(tmp_path, role_play(tmp_path, "onprem.triton.monitoring", "triton_monitoring"), cases,
+                              group="triton_monitoring", other_groups=SERVERS)
+
+
+@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[named[:60] for _, named in BAD_VALUES])
+def test_bad_input_is_refused_by_name_before_any_change(bad_value_runs, index):
+    run, hosts = bad_value_runs
+    assert_host_refused_before_any_change(hosts[f"bad{index:02d}"], BAD_VALUES[index][1], run.stdout)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None and os.environ.get("CI") != "true",
@@ -82,14 +93,7 @@ def test_without_promtool_on_the_controller_the_hosts_own_refuses_the_rule(tmp_p
     assert "Run the host's promtool check rules" in run.stdout
 
 
-def _run_gpu_host(tmp_path, overrides):
-    """The node_exporter entry point on this machine as a GPU host (check mode)."""
-    variables = dict(overrides, ansible_python_interpreter=sys.executable)
-    return run_role_check(tmp_path, "onprem.triton.monitoring", "localhost", variables, ["-c", "local", "-i", "localhost,"],
-                          gather_facts=True, tasks_from="node_exporter")
-
-
-@pytest.mark.parametrize("overrides, named", [
+DCGM_REFUSALS = [
     # the default on a host with the GPU stack (triton_gpu_stack unset): this machine has no
     # NVIDIA container toolkit, so no CDI spec for the container to reach the GPUs through
     ({}, "monitoring_dcgm_exporter_enabled is true on localhost, which lacks"),
@@ -97,6 +101,20 @@ def _run_gpu_host(tmp_path, overrides):
     ({"monitoring_dcgm_exporter_image": "nvcr.io/nvidia/k8s/dcgm-exporter"},
      "monitoring_dcgm_exporter_image 'nvcr.io/nvidia/k8s/dcgm-exporter' (an image with its tag)"),
     ({"monitoring_dcgm_exporter_port": 9100}, "monitoring_dcgm_exporter_port 9100 (1-65535, not node exporter's)"),
-])
-def test_dcgm_exporter_is_refused_where_it_cannot_run(tmp_path, overrides, named):
-    assert_refused_before_any_change(_run_gpu_host(tmp_path, overrides), named)
+]
+
+
+@pytest.fixture(scope="module")
+def dcgm_runs(tmp_path_factory):
+    """The node_exporter entry point with each of DCGM_REFUSALS on a GPU host of its own (gpuN), one run."""
+    tmp_path = tmp_path_factory.mktemp("monitoring_dcgm")
+    cases = {f"gpu{index}": overrides for index, (overrides, _) in enumerate(DCGM_REFUSALS)}
+    return run_cases_as_hosts(tmp_path, role_play(tmp_path, "onprem.triton.monitoring", "all", gather_facts=True,
+                                                  tasks_from="node_exporter"), cases)
+
+
+@pytest.mark.parametrize("index", range(len(DCGM_REFUSALS)), ids=[named[:60] for _, named in DCGM_REFUSALS])
+def test_dcgm_exporter_is_refused_where_it_cannot_run(dcgm_runs, index):
+    run, hosts = dcgm_runs
+    host = f"gpu{index}"
+    assert_host_refused_before_any_change(hosts[host], DCGM_REFUSALS[index][1].replace("localhost", host), run.stdout)

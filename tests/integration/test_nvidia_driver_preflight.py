@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from tests.integration.role_check import run_cases_as_hosts
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "nvidia_driver_preflight.yml")
 
@@ -46,93 +48,98 @@ def run_preflight(tmp_path, extra_vars, env_extra=None):
     return result.returncode, result.stdout + result.stderr
 
 
-def test_defaults_pass_on_debian12_with_an_h100(tmp_path):
-    rc, out = run_preflight(tmp_path, {"nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [NIC, H100])})
-    assert rc == 0, out
+# One run for every case below: each case is a host of its own (connection local, its own PCI tree),
+# so each meets the preflight alone and a refused host does not stop the others. Host variables rank
+# below the role's vars/ (as _nvidia_driver_today): such a case runs on its own with -e (run_preflight).
+# Cases that pass: (host, variables, devices, what the output must say).
+PASSING = [
     # NVIDIA's repository, branch 590: the first that runs the default container (CUDA 13.1).
-    assert "PREFLIGHT OK branch=590 pin=nvidia-driver-pinning-590 packages=cuda-drivers" in out
-    assert "branch R590 meets 590.44.01, the minimum for 25.12-vllm-python-py3" in out
-
-
-def test_the_trtllm_image_of_a_release_follows_triton_release(tmp_path):
-    rc, out = run_preflight(tmp_path, {"triton_release": "26.07", "triton_server_backend": "trtllm",
-                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
-    assert rc == 0, out
-    assert "branch R590 meets 590.44.01, the minimum for 26.07-trtllm-python-py3 (CUDA 13.1.0)" in out
-
-
-def test_distribution_driver_with_a_container_it_runs(tmp_path):
-    rc, out = run_preflight(tmp_path, {"nvidia_driver_source": "distribution",
-                                       "nvidia_driver_triton_container_tag": "25.10-trtllm-python-py3",
-                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
-    assert rc == 0, out
-    assert "PREFLIGHT OK branch=535 pin= packages=nvidia-kernel-dkms,nvidia-smi,libcuda1" in out
-    assert "branch R535 is forward-compatible for 25.10-trtllm-python-py3" in out
-
-
-@pytest.mark.parametrize("extra_vars,devices,expected", [
-    pytest.param({}, [NIC], ["No NVIDIA GPU on the PCI bus", "nvidia_driver_require_gpu: false"], id="no-gpu"),
-    pytest.param({"nvidia_driver_branch": "999"}, [H100],
-                 ["nvidia_driver_branch=999 is unknown", "known branches: 550, 570, 575, 580, 590"], id="unknown-branch"),
-    pytest.param({"nvidia_driver_source": "cuda_repo", "nvidia_driver_branch": "535"}, [H100],
-                 ["nvidia_driver_branch=535 is unknown for nvidia_driver_source=cuda_repo"], id="branch-of-other-source"),
-    pytest.param({"nvidia_driver_version": "550.1-1"}, [H100],
-                 ["nvidia_driver_version=550.1-1 is not a version of branch 590"], id="version-outside-branch"),
+    ("defaults-h100", {}, [NIC, H100],
+     ["PREFLIGHT OK branch=590 pin=nvidia-driver-pinning-590 packages=cuda-drivers",
+      "branch R590 meets 590.44.01, the minimum for 25.12-vllm-python-py3"]),
+    # the TensorRT-LLM image of a release follows triton_release
+    ("trtllm-follows-release", {"triton_release": "26.07", "triton_server_backend": "trtllm"}, [H100],
+     ["branch R590 meets 590.44.01, the minimum for 26.07-trtllm-python-py3 (CUDA 13.1.0)"]),
+    ("distribution-driver-with-a-container-it-runs",
+     {"nvidia_driver_source": "distribution", "nvidia_driver_triton_container_tag": "25.10-trtllm-python-py3"}, [H100],
+     ["PREFLIGHT OK branch=535 pin= packages=nvidia-kernel-dkms,nvidia-smi,libcuda1",
+      "branch R535 is forward-compatible for 25.10-trtllm-python-py3"]),
+    # the newer vLLM images on the branch they need
+    ("26.07-on-610", {"triton_release": "26.07", "nvidia_driver_branch": "610"}, [H100],
+     ["PREFLIGHT OK branch=610 pin=nvidia-driver-pinning-610 packages=cuda-drivers",
+      "branch R610 meets 610.43.02, the minimum for 26.07-vllm-python-py3"]),
+    ("26.08-on-615-open", {"triton_release": "26.08", "nvidia_driver_branch": "615", "nvidia_driver_kernel_modules": "open"},
+     [H100], ["PREFLIGHT OK branch=615 pin=nvidia-driver-pinning-615 packages=nvidia-open",
+              "branch R615 meets 615.61, the minimum for 26.08-vllm-python-py3"]),
+    ("open-modules-on-hopper", {"nvidia_driver_kernel_modules": "open"}, [H100],
+     ["pin=nvidia-driver-pinning-590 packages=nvidia-open"]),
+]
+# Cases refused: (host, variables, devices, what the output must say).
+REFUSED = [
+    ("no-gpu", {}, [NIC], ["No NVIDIA GPU on the PCI bus", "nvidia_driver_require_gpu: false"]),
+    ("unknown-branch", {"nvidia_driver_branch": "999"}, [H100],
+     ["nvidia_driver_branch=999 is unknown", "known branches: 550, 570, 575, 580, 590"]),
+    ("branch-of-other-source", {"nvidia_driver_source": "cuda_repo", "nvidia_driver_branch": "535"}, [H100],
+     ["nvidia_driver_branch=535 is unknown for nvidia_driver_source=cuda_repo"]),
+    ("version-outside-branch", {"nvidia_driver_version": "550.1-1"}, [H100],
+     ["nvidia_driver_version=550.1-1 is not a version of branch 590"]),
     # The shipped defaults before this check: branch 580 for the 25.12 vLLM image (CUDA 13.1).
-    pytest.param({"nvidia_driver_branch": "580"}, [H100],
-                 ["branch R580 is older than 590.44.01, the minimum for 25.12-vllm-python-py3",
-                  "nvidia_driver_branch=580", "nvidia_driver_triton_container_tag=25.12-vllm-python-py3"],
-                 id="branch-too-old-for-container"),
-    pytest.param({"nvidia_driver_source": "distribution"}, [H100],
-                 ["branch R535 is older than 590.44.01", "nvidia_driver_source=distribution"],
-                 id="distribution-branch-too-old"),
-    pytest.param({"nvidia_driver_branch": "590", "nvidia_driver_version": "590.10.01-1"}, [H100],
-                 ["driver 590.10.01 is older than 590.44.01", "nvidia_driver_version=590.10.01-1"],
-                 id="exact-version-too-old"),
-    pytest.param({"nvidia_driver_triton_container_tag": "24.01-vllm-python-py3"}, [H100],
-                 ["nvidia_driver_triton_container_tag=24.01-vllm-python-py3 is not in the driver table",
-                  "nvidia_driver_triton_containers_extra"], id="unknown-container"),
+    ("branch-too-old-for-container", {"nvidia_driver_branch": "580"}, [H100],
+     ["branch R580 is older than 590.44.01, the minimum for 25.12-vllm-python-py3",
+      "nvidia_driver_branch=580", "nvidia_driver_triton_container_tag=25.12-vllm-python-py3"]),
+    ("distribution-branch-too-old", {"nvidia_driver_source": "distribution"}, [H100],
+     ["branch R535 is older than 590.44.01", "nvidia_driver_source=distribution"]),
+    ("exact-version-too-old", {"nvidia_driver_branch": "590", "nvidia_driver_version": "590.10.01-1"}, [H100],
+     ["driver 590.10.01 is older than 590.44.01", "nvidia_driver_version=590.10.01-1"]),
+    ("unknown-container", {"nvidia_driver_triton_container_tag": "24.01-vllm-python-py3"}, [H100],
+     ["nvidia_driver_triton_container_tag=24.01-vllm-python-py3 is not in the driver table",
+      "nvidia_driver_triton_containers_extra"]),
     # One variable, triton_release: the container the driver is checked against follows it.
-    pytest.param({"triton_release": "26.07"}, [H100],
-                 ["branch R590 is older than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0)",
-                  "nvidia_driver_triton_container_tag=26.07-vllm-python-py3"], id="release-needs-a-newer-branch"),
+    ("release-needs-a-newer-branch", {"triton_release": "26.07"}, [H100],
+     ["branch R590 is older than 610.43.02, the minimum for 26.07-vllm-python-py3 (CUDA 13.3.0)",
+      "nvidia_driver_triton_container_tag=26.07-vllm-python-py3"]),
     # 615 ships open kernel modules only (NVIDIA's CUDA repository from 615, role README).
-    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "615"}, [H100],
-                 ["nvidia_driver_kernel_modules=proprietary is not offered for branch 615"], id="615-proprietary"),
-    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "610"}, [H100],
-                 ["branch R610 is older than 615.61, the minimum for 26.08-vllm-python-py3"], id="26.08-on-610"),
-    pytest.param({"triton_release": "26.99"}, [H100],
-                 ["nvidia_driver_triton_container_tag is empty", "Triton release '26.99' is not in the release table",
-                  "known: 26.08, 26.07, 25.12"], id="unknown-release"),
-    pytest.param({"triton_release": "26.08", "triton_server_backend": "trtllm"}, [H100],
-                 ["trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"],
-                 id="backend-not-in-release"),
-    pytest.param({"nvidia_driver_kernel_modules": "open"}, [H100, V100],
-                 ["0000:00:07.0 (device 0x1db4) is older than Turing", "set nvidia_driver_kernel_modules to proprietary"],
-                 id="open-modules-on-volta"),
-    pytest.param({"nvidia_driver_min_free_disk_mib": 10 ** 9}, [H100],
-                 ["nvidia_driver_min_free_disk_mib=1000000000"], id="too-little-disk"),
-])
-def test_bad_input_is_refused_naming_the_variable(tmp_path, extra_vars, devices, expected):
-    rc, out = run_preflight(tmp_path, dict(extra_vars, nvidia_driver_sysfs_pci_path=make_pci(tmp_path, devices)))
-    assert rc != 0
-    for text in expected:
-        assert text in out
+    ("615-proprietary", {"triton_release": "26.08", "nvidia_driver_branch": "615"}, [H100],
+     ["nvidia_driver_kernel_modules=proprietary is not offered for branch 615"]),
+    ("26.08-on-610", {"triton_release": "26.08", "nvidia_driver_branch": "610"}, [H100],
+     ["branch R610 is older than 615.61, the minimum for 26.08-vllm-python-py3"]),
+    ("unknown-release", {"triton_release": "26.99"}, [H100],
+     ["nvidia_driver_triton_container_tag is empty", "Triton release '26.99' is not in the release table",
+      "known: 26.08, 26.07, 25.12"]),
+    ("backend-not-in-release", {"triton_release": "26.08", "triton_server_backend": "trtllm"}, [H100],
+     ["trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"]),
+    ("open-modules-on-volta", {"nvidia_driver_kernel_modules": "open"}, [H100, V100],
+     ["0000:00:07.0 (device 0x1db4) is older than Turing", "set nvidia_driver_kernel_modules to proprietary"]),
+    ("too-little-disk", {"nvidia_driver_min_free_disk_mib": 10 ** 9}, [H100], ["nvidia_driver_min_free_disk_mib=1000000000"]),
+]
 
 
-@pytest.mark.parametrize("extra_vars,expected", [
-    pytest.param({"triton_release": "26.07", "nvidia_driver_branch": "610"},
-                 ["PREFLIGHT OK branch=610 pin=nvidia-driver-pinning-610 packages=cuda-drivers",
-                  "branch R610 meets 610.43.02, the minimum for 26.07-vllm-python-py3"], id="26.07-on-610"),
-    pytest.param({"triton_release": "26.08", "nvidia_driver_branch": "615", "nvidia_driver_kernel_modules": "open"},
-                 ["PREFLIGHT OK branch=615 pin=nvidia-driver-pinning-615 packages=nvidia-open",
-                  "branch R615 meets 615.61, the minimum for 26.08-vllm-python-py3"], id="26.08-on-615-open"),
-])
-def test_the_newer_vllm_images_on_the_branch_they_need(tmp_path, extra_vars, expected):
-    rc, out = run_preflight(tmp_path, dict(extra_vars, nvidia_driver_sysfs_pci_path=make_pci(tmp_path, [H100])))
-    assert rc == 0, out
+@pytest.fixture(scope="module")
+def preflight_runs(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("nvidia_driver_preflight")
+    cases = {}
+    for host, extra_vars, devices, _ in PASSING + REFUSED:
+        (tmp_path / host).mkdir()
+        cases[host] = dict(extra_vars, nvidia_driver_sysfs_pci_path=make_pci(tmp_path / host, devices))
+    return run_cases_as_hosts(tmp_path, PLAYBOOK, cases)
+
+
+@pytest.mark.parametrize("host, expected", [(host, expected) for host, _, _, expected in PASSING],
+                         ids=[host for host, *_ in PASSING])
+def test_a_supported_driver_for_the_container_passes(preflight_runs, host, expected):
+    run, hosts = preflight_runs
+    assert not hosts[host].failed, hosts[host].text[-3000:] or run.stdout[-3000:]
     for text in expected:
-        assert text in out, out
+        assert text in hosts[host].text, (text, hosts[host].text[-3000:])
+
+
+@pytest.mark.parametrize("host, expected", [(host, expected) for host, _, _, expected in REFUSED],
+                         ids=[host for host, *_ in REFUSED])
+def test_bad_input_is_refused_naming_the_variable(preflight_runs, host, expected):
+    run, hosts = preflight_runs
+    assert hosts[host].failed, hosts[host].text[-3000:] or run.stdout[-3000:]
+    for text in expected:
+        assert text in hosts[host].text, (text, hosts[host].text[-3000:])
 
 
 EOL_WARNING = "WARNING: nvidia_driver_branch=610 is past its end of life (2026-08"
@@ -149,13 +156,6 @@ def test_a_branch_past_its_end_of_life_is_warned_about_not_refused(tmp_path, tod
     assert (EOL_WARNING in out) is warned, out
     if warned:
         assert "known for this source and not past it: 550, 570, 575, 580, 590, 615" in " ".join(out.split()), out
-
-
-def test_open_modules_on_hopper_pass(tmp_path):
-    rc, out = run_preflight(tmp_path, {"nvidia_driver_kernel_modules": "open",
-                                       "nvidia_driver_sysfs_pci_path": make_pci(tmp_path, [H100])})
-    assert rc == 0, out
-    assert "pin=nvidia-driver-pinning-590 packages=nvidia-open" in out
 
 
 def test_unsupported_os_is_refused(tmp_path):

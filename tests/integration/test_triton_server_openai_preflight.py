@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from tests.integration.role_check import assert_refused_before_any_change, run_role_check
-from tests.integration.test_triton_server_preflight import GOOD, _run as run_server_preflight
+from tests.integration.role_check import assert_host_refused_before_any_change, role_play, run_cases_as_hosts, run_role_check
+from tests.integration.test_triton_server_preflight import GOOD
 
 KEY = "sk-onprem-preflight-0123456789abcdef0123"
 # On top of the good settings of test_triton_server_preflight.py.
@@ -20,13 +20,7 @@ OPENAI = {
 }
 
 
-def _run(tmp_path, overrides):
-    return run_server_preflight(tmp_path, dict(OPENAI, **overrides))
-
-
-@pytest.mark.parametrize(
-    "overrides, named",
-    [
+BAD_SETTINGS = [
         # the 25.12 TensorRT-LLM image does not ship the frontend (release table, openai_frontend.trtllm)
         ({"triton_server_backend": "trtllm"},
          "triton_server_openai_enabled is true but triton_server_backend is 'trtllm': the 25.12-trtllm-python-py3 "
@@ -44,16 +38,41 @@ def _run(tmp_path, overrides):
          "triton_server_openai_tokenizer on localhost: '/etc' must be a folder of the synced weights under "
          "triton_server_models_dir '/opt/models'"),
         ({"triton_server_models_dir": ""}, "triton_server_openai_tokenizer on localhost: '' must be a folder"),
-    ],
-)
-def test_openai_settings_the_frontend_cannot_serve_are_refused_by_name(tmp_path, overrides, named):
-    assert_refused_before_any_change(_run(tmp_path, overrides), named)
+]
+SHORT_KEY = "sk-short-secret"
+BAD_TOKENIZER_CONFIGS = [
+    # what molecule triton_server's echo once wrote: a raw newline inside the chat template string
+    ('{"chat_template": "{{ bos }}\n{{ messages }}"}', "is not valid JSON: Invalid control character at: line 1"),
+    ('{"chat_template": "x",}', "is not valid JSON: Expecting property name enclosed in double quotes"),
+    ("[]", "is JSON but not an object (a list)"),
+]
 
 
-def test_a_short_key_is_refused_and_not_echoed(tmp_path):
-    run = _run(tmp_path, {"triton_server_openai_api_key": "sk-short-secret"})
-    assert_refused_before_any_change(run, "triton_server_openai_api_key must be set")
-    assert "sk-short-secret" not in run.stdout + run.stderr
+@pytest.fixture(scope="module")
+def bad_setting_runs(tmp_path_factory):
+    """Every bad setting below in one run, each on a host of its own (as test_triton_server_preflight.py's
+    bad_value_runs): BAD_SETTINGS as badNN, BAD_TOKENIZER_CONFIGS as tokenizerN, a short key as shortkey."""
+    tmp_path = tmp_path_factory.mktemp("openai_bad_settings")
+    cases = {f"bad{index:02d}": overrides for index, (overrides, _) in enumerate(BAD_SETTINGS)}
+    for index, (text, _) in enumerate(BAD_TOKENIZER_CONFIGS):
+        cases[f"tokenizer{index}"] = _tokenizer(tmp_path / f"tokenizer{index}", text)
+    cases["shortkey"] = {"triton_server_openai_api_key": SHORT_KEY}
+    cases = {host: dict(GOOD, **dict(OPENAI, **overrides)) for host, overrides in cases.items()}
+    return cases, run_cases_as_hosts(tmp_path, role_play(
+        tmp_path, "onprem.triton.triton_server", "all", gather_facts=True, gather_subset=["network"]), cases)
+
+
+@pytest.mark.parametrize("index", range(len(BAD_SETTINGS)), ids=[named[:60] for _, named in BAD_SETTINGS])
+def test_openai_settings_the_frontend_cannot_serve_are_refused_by_name(bad_setting_runs, index):
+    _, (run, hosts) = bad_setting_runs
+    host = f"bad{index:02d}"
+    assert_host_refused_before_any_change(hosts[host], BAD_SETTINGS[index][1].replace("localhost", host), run.stdout)
+
+
+def test_a_short_key_is_refused_and_not_echoed(bad_setting_runs):
+    _, (run, hosts) = bad_setting_runs
+    assert_host_refused_before_any_change(hosts["shortkey"], "triton_server_openai_api_key must be set", run.stdout)
+    assert SHORT_KEY not in run.stdout + run.stderr
 
 
 def _tokenizer(tmp_path, text):
@@ -64,21 +83,12 @@ def _tokenizer(tmp_path, text):
     return {"triton_server_models_dir": str(tmp_path / "models"), "triton_server_openai_tokenizer": str(folder)}
 
 
-@pytest.mark.parametrize(
-    "text, problem",
-    [
-        # what molecule triton_server's echo once wrote: a raw newline inside the chat template string
-        ('{"chat_template": "{{ bos }}\n{{ messages }}"}', "is not valid JSON: Invalid control character at: line 1"),
-        ('{"chat_template": "x",}', "is not valid JSON: Expecting property name enclosed in double quotes"),
-        ("[]", "is JSON but not an object (a list)"),
-    ],
-)
-def test_a_tokenizer_config_the_frontend_cannot_load_is_refused_by_name(tmp_path, text, problem):
-    settings = _tokenizer(tmp_path, text)
-    run = _run(tmp_path, settings)
-    assert_refused_before_any_change(
-        run, "triton_server_openai_tokenizer on localhost: %s/tokenizer_config.json %s" % (
-            settings["triton_server_openai_tokenizer"], problem))
+@pytest.mark.parametrize("index", range(len(BAD_TOKENIZER_CONFIGS)), ids=[text for text, _ in BAD_TOKENIZER_CONFIGS])
+def test_a_tokenizer_config_the_frontend_cannot_load_is_refused_by_name(bad_setting_runs, index):
+    cases, (run, hosts) = bad_setting_runs
+    host = f"tokenizer{index}"
+    assert_host_refused_before_any_change(hosts[host], "triton_server_openai_tokenizer on %s: %s/tokenizer_config.json %s" % (
+        host, cases[host]["triton_server_openai_tokenizer"], BAD_TOKENIZER_CONFIGS[index][1]), run.stdout)
 
 
 def _preflight_problems(tmp_path, overrides):

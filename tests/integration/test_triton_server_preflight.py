@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.integration.role_check import assert_refused_before_any_change, run_role_check
+from tests.integration.role_check import (assert_host_refused_before_any_change, assert_refused_before_any_change,
+                                          role_play, run_cases_as_hosts, run_role_check)
 
 GOOD = {
     "model_repository_current_path": "/srv/triton/repository/current",
@@ -29,9 +30,7 @@ def _run(tmp_path, overrides):
                           ["-c", "local", "-i", "localhost,"], gather_facts=True)
 
 
-@pytest.mark.parametrize(
-    "overrides, named",
-    [
+BAD_VALUES = [
         ({"triton_server_backend": "tgi"}, "triton_server_backend"),
         # The release table: an unknown release lists the known ones; a backend the release has no
         # image for names the backend variable.
@@ -66,10 +65,37 @@ def _run(tmp_path, overrides):
          "main grpc 8010, main metrics 8002, tp23 http 8010"),
         (dict(INSTANCES, triton_server_metrics_port=65530), "tp23 metrics 65540"),
         (dict(INSTANCES, triton_server_gpus=[0, 2]), "triton_server_gpus [0, 2] must not hold the GPUs of another instance"),
-    ],
-)
-def test_bad_input_is_refused_by_name_before_any_change(tmp_path, overrides, named):
-    assert_refused_before_any_change(_run(tmp_path, overrides), named)
+]
+
+
+SHORT_SECRET = "tooShortKey42"
+
+
+def _case_host(index):
+    return f"bad{index:02d}"
+
+
+@pytest.fixture(scope="module")
+def bad_value_runs(tmp_path_factory):
+    """Every bad value of BAD_VALUES in one run (and a short secret, a port that is not a number, for
+    the tests below): each is a host of its own (connection local), so each
+    meets the role alone, as in a run of its own, and a host's failure stops only that host. The
+    role reads only the host's addresses of its facts (network)."""
+    tmp_path = tmp_path_factory.mktemp("bad_values")
+    cases = {_case_host(index): dict(GOOD, **overrides) for index, (overrides, _) in enumerate(BAD_VALUES)}
+    cases["shortsecret"] = dict(GOOD, triton_server_repository_api_key=SHORT_SECRET)
+    cases["portword"] = dict(GOOD, triton_server_http_port="80a0")
+    return run_cases_as_hosts(tmp_path, role_play(
+        tmp_path, "onprem.triton.triton_server", "all", gather_facts=True, gather_subset=["network"]), cases)
+
+
+@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[named[:60] for _, named in BAD_VALUES])
+def test_bad_input_is_refused_by_name_before_any_change(bad_value_runs, index):
+    run, hosts = bad_value_runs
+    host = _case_host(index)
+    # the messages name the host the value was found on
+    assert_host_refused_before_any_change(hosts[host], BAD_VALUES[index][1].replace("localhost", host),
+                                          run.stdout + run.stderr)
 
 
 def test_every_bad_value_of_the_role_is_reported_in_one_run(tmp_path):
@@ -87,10 +113,10 @@ def test_every_bad_value_of_the_role_is_reported_in_one_run(tmp_path):
     assert "Report every problem the checks found" in out or "Stop with every problem" in out, out[-3000:]
 
 
-def test_a_refused_secret_is_not_echoed(tmp_path):
-    run = _run(tmp_path, {"triton_server_repository_api_key": "tooShortKey42"})
-    assert run.returncode != 0
-    assert "tooShortKey42" not in run.stdout + run.stderr
+def test_a_refused_secret_is_not_echoed(bad_value_runs):
+    run, hosts = bad_value_runs
+    assert_host_refused_before_any_change(hosts["shortsecret"], "triton_server_repository_api_key", run.stdout)
+    assert SHORT_SECRET not in run.stdout + run.stderr
 
 
 # Ports given on the command line (-e triton_server_http_port=18000) arrive as strings: argument_specs
@@ -114,10 +140,10 @@ def test_ports_given_as_strings_pass_the_checks(tmp_path):
     assert "triton_server_http_port" not in "".join(problems) and "Traceback" not in output, output[-3000:]
 
 
-def test_a_port_that_is_not_a_number_is_refused_by_name(tmp_path):
-    run = _run(tmp_path, {"triton_server_http_port": "80a0"})
-    assert_refused_before_any_change(run, "triton_server_http_port")
-    assert "unable to convert to int" in run.stdout + run.stderr
+def test_a_port_that_is_not_a_number_is_refused_by_name(bad_value_runs):
+    _, hosts = bad_value_runs
+    assert_host_refused_before_any_change(hosts["portword"], "triton_server_http_port", hosts["portword"].text)
+    assert "unable to convert to int" in hosts["portword"].text
 
 
 def test_a_port_given_with_e_on_a_host_with_other_instances_is_refused_by_name(tmp_path):
