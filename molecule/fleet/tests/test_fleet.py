@@ -312,28 +312,62 @@ def _gateway_state():
                            " /etc/haproxy/certs/gateway.pem"], capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.parametrize("bad, named", [
+# Bad gateway inputs, each refused in preflight naming its variable, with the running gateway untouched.
+# All but one in one run: each on an alias of the gateway host (the same container, its own
+# inventory name and one bad value), so each meets the preflight alone.
+GATEWAY_BAD = [
     ({"gateway_servers_group": "triton_nowhere"}, "gateway_servers_group ('triton_nowhere') has no hosts"),
     ({"gateway_tls_certificate": "/nonexistent/cert.pem"}, "gateway_tls_certificate ('/nonexistent/cert.pem')"),
     ({"gateway_tls_key": "OTHER_KEY"}, "is not the private key of gateway_tls_certificate"),
     ({"gateway_http_port": 18620}, "gateway_http_port (18620) already taken by another process"),
     ({"gateway_api_keys": ["fleet-test-key-0123456789abcdef0123456789abcdef", "short-key"]},
      "the key(s) at position(s) 1 (counting from 0) are not"),
-    ({"triton_server_http_port": 70000}, "triton_server_http_port 70000"),
     ({"gateway_servers_group": "triton_trtllm"},
      "no host of gateway_servers_group ('triton_trtllm') has triton_server_openai_enabled"),
-])
-def test_bad_gateway_input_is_refused_before_the_gateway_changes(bad, named, tmp_path):
-    if bad.get("gateway_tls_key") == "OTHER_KEY":
-        other = tmp_path / "other-key.pem"
-        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
-        bad = {"gateway_tls_key": str(other)}
+]
+
+
+@pytest.fixture(scope="module")
+def gateway_bad_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("gateway_bad")
+    other = tmp_path / "other-key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
+    aliases = {}
+    for index, (bad, _) in enumerate(GATEWAY_BAD):
+        bad = {"gateway_tls_key": str(other)} if bad.get("gateway_tls_key") == "OTHER_KEY" else bad
+        aliases[f"gateway-bad{index}"] = dict(bad, ansible_host="fleet-gateway", ansible_connection="community.docker.docker")
+    inventory = tmp_path / "gateway-aliases.json"
+    inventory.write_text(json.dumps({"all": {"children": {
+        "triton_gateway": {"hosts": aliases}, "gateway_bad": {"hosts": {name: {} for name in aliases}}}}}))
     before = _gateway_state()
-    run = _playbook("gateway", "-e", json.dumps(bad))
+    run = _playbook("gateway", "-i", str(inventory), "--limit", "gateway_bad")
+    return before, run
+
+
+def _failure_messages(output, host):
+    """The msg of each failed result of host (one JSON line each: _playbook asks for that format)."""
+    return [json.loads(line.split(" => ", 1)[1]).get("msg", "") for line in output.splitlines()
+            if line.startswith((f"fatal: [{host}]", f"failed: [{host}]")) and " => {" in line]
+
+
+@pytest.mark.parametrize("index", range(len(GATEWAY_BAD)), ids=[f"bad{index}" for index in range(len(GATEWAY_BAD))])
+def test_bad_gateway_input_is_refused_before_the_gateway_changes(gateway_bad_run, index):
+    before, run = gateway_bad_run
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-3000:]
-    assert named in " ".join(output.split()), output[-3000:]
+    messages = " ".join(" ".join(_failure_messages(output, f"gateway-bad{index}")).split())
+    assert GATEWAY_BAD[index][1] in messages, (messages, output[-3000:])
     assert "short-key" not in output  # a key is never printed
+    assert _gateway_state() == before
+
+
+def test_a_backend_port_outside_the_inventory_is_refused_before_the_gateway_changes():
+    """An extra var (it must reach the servers' ports the gateway reads, not only the gateway host)."""
+    before = _gateway_state()
+    run = _playbook("gateway", "-e", json.dumps({"triton_server_http_port": 70000}))
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "triton_server_http_port 70000" in " ".join(output.split()), output[-3000:]
     assert _gateway_state() == before
 
 

@@ -1,11 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Rolling update across three hosts with playbooks/serve.yml itself (its serial,
-max_fail_percentage and the rollback of its roles, not a copy of them): a good
-change rolls through all of them one host at a time; a bad one stops at the first
-batch, whose host is rolled back and serves again, while the others never change;
-in a batch of two (triton_rollout_serial=2), one failed host of two stops the
-rollout before the next batch (max_fail_percentage 0: a one-host batch would stop
-whatever the percentage, since Ansible ends a play when a whole batch failed)."""
+max_fail_percentage and the rollback of its roles, not a copy of them): a bad change
+stops at the first batch, whose host is rolled back and serves again, while the
+others never change; in a batch of two (triton_rollout_serial=2), one failed host of
+two stops the rollout before the next batch (max_fail_percentage 0: a one-host batch
+would stop whatever the percentage, since Ansible ends a play when a whole batch
+failed), while the good host of that batch takes its change by a model reload.
+A good change rolling through every host one at a time is molecule fleet's (its
+rolling restart and plan rounds), which serves the same playbook."""
 
 import json
 import os
@@ -86,27 +88,6 @@ def test_baseline_serves_the_first_generation(baseline):
         assert _model_json(instance, generation)["gpu_memory_utilization"] == 0.5
 
 
-def test_good_change_rolls_through_every_host_one_at_a_time_without_restarts(baseline):
-    run = _rollout("good")
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    # serve.yml's serial: one batch (one play header) per host, in inventory order
-    assert run.stdout.count(SERVE_PLAY) == len(HOSTS), run.stdout[-4000:]
-    batches = run.stdout.split(SERVE_PLAY)[1:]
-    for batch, instance in zip(batches, sorted(HOSTS)):
-        named = {name for name in HOSTS if f"[triton-fleet-debian12-{name}]" in batch}
-        assert named == {instance}, (instance, named)
-    for instance in HOSTS:
-        state = _state(instance)
-        assert state["current"] != baseline[instance]["current"], instance
-        assert _model_json(instance, state["current"])["gpu_memory_utilization"] == 0.6
-        # the changed model was reloaded through the repository API, not restarted
-        assert state["started"] == baseline[instance]["started"], instance
-        last_good = json.loads(_docker(instance, "cat", f"/var/lib/triton-server/fleet{instance}/last-good.json").stdout)
-        assert last_good["repository_target"] == state["current"]
-        log = _docker(instance, "journalctl", "-u", f"triton-fleet{instance}", "-o", "cat", "--no-pager").stdout
-        assert log.count("successfully loaded 'demo'") == 2, instance
-
-
 def test_bad_change_stops_at_the_first_batch_and_rolls_it_back():
     before = {instance: _state(instance) for instance in HOSTS}
     run = _rollout("bad")
@@ -146,4 +127,13 @@ def test_one_failed_host_in_a_batch_stops_the_rollout_before_the_next_batch():
     assert output.count(SERVE_PLAY) == 1, output[-4000:]
     assert _serve_play_hosts(output) == ["triton-fleet-debian12-a", "triton-fleet-debian12-b"], output[-2000:]
     assert _state("c") == before["c"]
-    assert _model_json("c", _state("c")["current"])["gpu_memory_utilization"] == 0.6
+    assert _model_json("c", _state("c")["current"])["gpu_memory_utilization"] == 0.5
+    # b, in the same batch, took its good change in the task where a failed: a new generation,
+    # reloaded through the repository API, no restart. (Ansible ends the batch after that task
+    # once the failures pass max_fail_percentage, so b's run stops there too.)
+    state = _state("b")
+    assert state["current"] != before["b"]["current"] and not state["bad_generations"], state
+    assert _model_json("b", state["current"])["gpu_memory_utilization"] == 0.7
+    assert state["started"] == before["b"]["started"]
+    log = _docker("b", "journalctl", "-u", "triton-fleetb", "-o", "cat", "--no-pager").stdout
+    assert log.count("successfully loaded 'demo'") == 2
