@@ -3,7 +3,7 @@
 
 For each N, starts N fresh sandbox hosts (Debian 12 systemd containers
 onprem-triton-bench-1..N, with the options of `scripts/sandbox.sh up`: host
-networking, Docker nested with vfs), writes an inventory for them (groups
+networking, Docker nested on a /var/lib/docker volume), writes an inventory for them (groups
 triton_servers > triton_vllm, the group_vars of inventories/sandbox, and per
 host its own Triton ports 18820+10*(i-1) .. +2, its weights peer port +5 and triton_server_name benchN,
 since host networking puts every instance on the same loopback), empties the
@@ -63,7 +63,8 @@ MAX_HOSTS = 8
 # The options of `scripts/sandbox.sh up` (and of the Molecule instances, CONTRIBUTING.md).
 CONTAINER_OPTIONS = ["--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
                      "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-                     "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+                     "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "-v", "/var/lib/docker",
+                     "--tmpfs", "/run", "--tmpfs", "/run/lock",
                      "--network", "host", "--stop-signal", "SIGRTMIN+3"]
 RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
                    r"\s+failed=(?P<failed>\d+)")
@@ -110,7 +111,7 @@ def remove_containers():
     existing = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True)
     ours = [name for name in existing.stdout.split() if name in names]
     if ours:
-        subprocess.run(["docker", "rm", "-f"] + ours, capture_output=True, check=True)
+        subprocess.run(["docker", "rm", "-f", "-v"] + ours, capture_output=True, check=True)
 
 
 def start_containers(count):
@@ -326,7 +327,7 @@ def main(args):
     sandbox = os.path.join(ROOT, "scripts", "sandbox.sh")
     try:
         subprocess.run([sandbox, "services"], cwd=ROOT, env=sandbox_env(), check=True)
-        print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker/vfs), {settings(args)}")
+        print(f"site.yml on N sandbox hosts (Debian 12 systemd containers, nested Docker), {settings(args)}")
         print(f"{'hosts':<5} {'forks':<6} {'strategy':<11} {'first s':>9} {'changed':>8} {'re-run s':>9} {'changed':>8} "
               f"{'one s':>9} {'changed':>8} {'its batch s':>12}")
         sys.stdout.flush()

@@ -68,12 +68,12 @@ stop_services() {
 up() {
   services
   if [[ "$(docker inspect --format '{{.State.Running}}' "${container}" 2>/dev/null)" != "true" ]]; then
-    docker rm -f "${container}" >/dev/null 2>&1 || true
+    docker rm -f -v "${container}" >/dev/null 2>&1 || true
     # The same container options as the Molecule instances (CONTRIBUTING.md).
     docker run -d --name "${container}" --hostname "${container}" \
       --cap-add SYS_ADMIN --cap-add NET_ADMIN \
       --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
-      --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw --tmpfs /run --tmpfs /run/lock \
+      --cgroupns host -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/lib/docker --tmpfs /run --tmpfs /run/lock \
       --network host --stop-signal SIGRTMIN+3 \
       onprem-triton/debian12-systemd:latest /lib/systemd/systemd >/dev/null
     echo "started the sandbox host ${container}"
@@ -82,7 +82,8 @@ up() {
 
 down() {
   stop_services
-  docker rm -f "${container}" >/dev/null 2>&1 || true
+  # -v: the anonymous volume of its /var/lib/docker too
+  docker rm -f -v "${container}" >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in
