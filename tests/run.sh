@@ -384,14 +384,14 @@ print("deploy: text_output:%s" % text)' "${answer}"
 # in all; CI's limit is 5400 s). Not 3: measured on a cold run, three lanes kept both cores busy
 # but made no more progress than two, and the one-process integration job got a third of its
 # share. CI_LANES=1 runs them one after another, as when chasing a timing problem.
-# Seconds each job took in stop 27's cold run (fleet: less its fifth host; deploy: with the
-# Molecule default scenario's checks, which it now runs), to fill the lanes; a job not listed
+# Seconds each job took on 2026-12-01 in two lanes (a fast day: CI's machine has run the same
+# jobs 2-3 times slower; only their ratios matter here), to fill the lanes; a job not listed
 # counts as 300 s.
 declare -A job_cold_seconds=(
-  [integration]=2185 [deploy]=600
-  [molecule fleet]=2500 [molecule triton_fleet]=1300 [molecule triton_instances]=1179
-  [molecule monitoring]=908 [molecule triton_server]=463 [molecule gpu_host]=460
-  [molecule hf_model]=185 [molecule model_repository]=149
+  [integration]=750 [deploy]=290
+  [molecule fleet]=1100 [molecule triton_fleet]=385 [molecule triton_instances]=510
+  [molecule monitoring]=459 [molecule triton_server]=250 [molecule gpu_host]=200
+  [molecule hf_model]=80 [molecule model_repository]=70
 )
 
 run_job() {

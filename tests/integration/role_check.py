@@ -80,7 +80,7 @@ def split_by_host(output, hosts):
         if match and match.group(2) in results:
             result = results[match.group(2)]
             result.changed |= match.group(1) == "changed"
-            head, _, body = line.partition(" => ")
+            head, _sep, body = line.partition(" => ")
             # a result on one line, or (debug) indented over the lines up to its closing brace
             if body == "{":
                 while index < len(lines) and lines[index - 1] != "}":

@@ -28,23 +28,23 @@ def _run(tmp_path, overrides, env_overrides=None):
 
 
 BAD_VALUES = [
-        ({"monitoring_alert_failure_ratio": "five percent"}, "monitoring_alert_failure_ratio"),
-        ({"monitoring_alert_ttft_p95_ms": "fast"}, "monitoring_alert_ttft_p95_ms"),
-        ({"monitoring_alert_failure_ratio": 5}, "monitoring_alert_failure_ratio is 5: a ratio above 0 and at most 1"),
-        ({"monitoring_alert_gpu_memory_ratio": 0}, "monitoring_alert_gpu_memory_ratio is 0: a ratio above 0"),
-        ({"monitoring_alert_rate_window": "5 minutes"}, 'monitoring_alert_rate_window is "5 minutes"'),
-        ({"monitoring_alerts_disabled": ["TritonModelNotReady", "TritonIsSlow"]},
-         "monitoring_alerts_disabled is [\"TritonModelNotReady\", \"TritonIsSlow\"]: alert names of this role, and "
-         "TritonIsSlow is not one"),
-        ({"monitoring_alert_for": {"TritonIsSlow": "5m"}}, "monitoring_alert_for is {\"TritonIsSlow\": \"5m\"}"),
-        ({"monitoring_extra_rule_groups": [{"name": "site", "rules": [{"alert": "NoExpr"}]}]},
-         "monitoring_extra_rule_groups: each item must be a Prometheus rule group"),
-        ({"monitoring_alertmanager_route": {"receiver": "pager"}},
-         "monitoring_alertmanager_route.receiver ('pager') must name one of"),
-        ({"monitoring_prometheus_port": 9093}, "monitoring_prometheus_port 9093 and monitoring_alertmanager_port 9093"),
-        ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
-        ({"monitoring_grafana_provisioning_enabled": True, "monitoring_grafana_dashboards_dir": "dashboards"},
-         "monitoring_grafana_dashboards_dir 'dashboards' must be absolute paths"),
+    ({"monitoring_alert_failure_ratio": "five percent"}, "monitoring_alert_failure_ratio"),
+    ({"monitoring_alert_ttft_p95_ms": "fast"}, "monitoring_alert_ttft_p95_ms"),
+    ({"monitoring_alert_failure_ratio": 5}, "monitoring_alert_failure_ratio is 5: a ratio above 0 and at most 1"),
+    ({"monitoring_alert_gpu_memory_ratio": 0}, "monitoring_alert_gpu_memory_ratio is 0: a ratio above 0"),
+    ({"monitoring_alert_rate_window": "5 minutes"}, 'monitoring_alert_rate_window is "5 minutes"'),
+    ({"monitoring_alerts_disabled": ["TritonModelNotReady", "TritonIsSlow"]},
+     "monitoring_alerts_disabled is [\"TritonModelNotReady\", \"TritonIsSlow\"]: alert names of this role, and "
+     "TritonIsSlow is not one"),
+    ({"monitoring_alert_for": {"TritonIsSlow": "5m"}}, "monitoring_alert_for is {\"TritonIsSlow\": \"5m\"}"),
+    ({"monitoring_extra_rule_groups": [{"name": "site", "rules": [{"alert": "NoExpr"}]}]},
+     "monitoring_extra_rule_groups: each item must be a Prometheus rule group"),
+    ({"monitoring_alertmanager_route": {"receiver": "pager"}},
+     "monitoring_alertmanager_route.receiver ('pager') must name one of"),
+    ({"monitoring_prometheus_port": 9093}, "monitoring_prometheus_port 9093 and monitoring_alertmanager_port 9093"),
+    ({"monitoring_triton_group": "gpu_fleet"}, "The group monitoring_triton_group ('gpu_fleet') has no hosts"),
+    ({"monitoring_grafana_provisioning_enabled": True, "monitoring_grafana_dashboards_dir": "dashboards"},
+     "monitoring_grafana_dashboards_dir 'dashboards' must be absolute paths"),
 ]
 
 
@@ -52,12 +52,12 @@ BAD_VALUES = [
 def bad_value_runs(tmp_path_factory):
     """Every bad value of BAD_VALUES in one run, each on a monitoring host of its own (badNN)."""
     tmp_path = tmp_path_factory.mktemp("monitoring_bad_values")
-    cases = {f"bad{index:02d}": overrides for index, (overrides, _) in enumerate(BAD_VALUES)}
+    cases = {f"bad{index:02d}": case[0] for index, case in enumerate(BAD_VALUES)}
     return run_cases_as_hosts(tmp_path, role_play(tmp_path, "onprem.triton.monitoring", "triton_monitoring"), cases,
                               group="triton_monitoring", other_groups=SERVERS)
 
 
-@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[named[:60] for _, named in BAD_VALUES])
+@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[case[1][:60] for case in BAD_VALUES])
 def test_bad_input_is_refused_by_name_before_any_change(bad_value_runs, index):
     run, hosts = bad_value_runs
     assert_host_refused_before_any_change(hosts[f"bad{index:02d}"], BAD_VALUES[index][1], run.stdout)
@@ -108,12 +108,12 @@ DCGM_REFUSALS = [
 def dcgm_runs(tmp_path_factory):
     """The node_exporter entry point with each of DCGM_REFUSALS on a GPU host of its own (gpuN), one run."""
     tmp_path = tmp_path_factory.mktemp("monitoring_dcgm")
-    cases = {f"gpu{index}": overrides for index, (overrides, _) in enumerate(DCGM_REFUSALS)}
+    cases = {f"gpu{index}": case[0] for index, case in enumerate(DCGM_REFUSALS)}
     return run_cases_as_hosts(tmp_path, role_play(tmp_path, "onprem.triton.monitoring", "all", gather_facts=True,
                                                   tasks_from="node_exporter"), cases)
 
 
-@pytest.mark.parametrize("index", range(len(DCGM_REFUSALS)), ids=[named[:60] for _, named in DCGM_REFUSALS])
+@pytest.mark.parametrize("index", range(len(DCGM_REFUSALS)), ids=[case[1][:60] for case in DCGM_REFUSALS])
 def test_dcgm_exporter_is_refused_where_it_cannot_run(dcgm_runs, index):
     run, hosts = dcgm_runs
     host = f"gpu{index}"

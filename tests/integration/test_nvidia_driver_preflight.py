@@ -118,14 +118,14 @@ REFUSED = [
 def preflight_runs(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("nvidia_driver_preflight")
     cases = {}
-    for host, extra_vars, devices, _ in PASSING + REFUSED:
+    for host, extra_vars, devices, _expected in PASSING + REFUSED:
         (tmp_path / host).mkdir()
         cases[host] = dict(extra_vars, nvidia_driver_sysfs_pci_path=make_pci(tmp_path / host, devices))
     return run_cases_as_hosts(tmp_path, PLAYBOOK, cases)
 
 
-@pytest.mark.parametrize("host, expected", [(host, expected) for host, _, _, expected in PASSING],
-                         ids=[host for host, *_ in PASSING])
+@pytest.mark.parametrize("host, expected", [(case[0], case[3]) for case in PASSING],
+                         ids=[case[0] for case in PASSING])
 def test_a_supported_driver_for_the_container_passes(preflight_runs, host, expected):
     run, hosts = preflight_runs
     assert not hosts[host].failed, hosts[host].text[-3000:] or run.stdout[-3000:]
@@ -133,8 +133,8 @@ def test_a_supported_driver_for_the_container_passes(preflight_runs, host, expec
         assert text in hosts[host].text, (text, hosts[host].text[-3000:])
 
 
-@pytest.mark.parametrize("host, expected", [(host, expected) for host, _, _, expected in REFUSED],
-                         ids=[host for host, *_ in REFUSED])
+@pytest.mark.parametrize("host, expected", [(case[0], case[3]) for case in REFUSED],
+                         ids=[case[0] for case in REFUSED])
 def test_bad_input_is_refused_naming_the_variable(preflight_runs, host, expected):
     run, hosts = preflight_runs
     assert hosts[host].failed, hosts[host].text[-3000:] or run.stdout[-3000:]

@@ -21,23 +21,23 @@ OPENAI = {
 
 
 BAD_SETTINGS = [
-        # the 25.12 TensorRT-LLM image does not ship the frontend (release table, openai_frontend.trtllm)
-        ({"triton_server_backend": "trtllm"},
-         "triton_server_openai_enabled is true but triton_server_backend is 'trtllm': the 25.12-trtllm-python-py3 "
-         "image does not ship Triton's OpenAI frontend"),
-        ({"triton_server_openai_api_key": ""}, "triton_server_openai_api_key must be set with triton_server_openai_enabled"),
-        ({"triton_server_openai_port": 8000}, "triton_server_openai_port on localhost: 8000 must be a port 1-65535 other than"),
-        ({"triton_server_openai_default_max_tokens": 0}, "triton_server_openai_default_max_tokens on localhost: 0 must be at least 1"),
-        ({"triton_server_extra_args": ["--log-info=true"]},
-         'triton_server_extra_args on localhost: ["--log-info=true"] must be empty with triton_server_openai_enabled'),
-        ({"triton_server_grpc_address": "127.0.0.1"},
-         "triton_server_grpc_address on localhost: '127.0.0.1' must equal triton_server_http_address '0.0.0.0'"),
-        ({"model_repository_load_models": ["a", "b"]},
-         'triton_server_prompt_models on localhost: ["a", "b"] must be exactly one model'),
-        ({"triton_server_openai_tokenizer": "/etc"},
-         "triton_server_openai_tokenizer on localhost: '/etc' must be a folder of the synced weights under "
-         "triton_server_models_dir '/opt/models'"),
-        ({"triton_server_models_dir": ""}, "triton_server_openai_tokenizer on localhost: '' must be a folder"),
+    # the 25.12 TensorRT-LLM image does not ship the frontend (release table, openai_frontend.trtllm)
+    ({"triton_server_backend": "trtllm"},
+     "triton_server_openai_enabled is true but triton_server_backend is 'trtllm': the 25.12-trtllm-python-py3 "
+     "image does not ship Triton's OpenAI frontend"),
+    ({"triton_server_openai_api_key": ""}, "triton_server_openai_api_key must be set with triton_server_openai_enabled"),
+    ({"triton_server_openai_port": 8000}, "triton_server_openai_port on localhost: 8000 must be a port 1-65535 other than"),
+    ({"triton_server_openai_default_max_tokens": 0}, "triton_server_openai_default_max_tokens on localhost: 0 must be at least 1"),
+    ({"triton_server_extra_args": ["--log-info=true"]},
+     'triton_server_extra_args on localhost: ["--log-info=true"] must be empty with triton_server_openai_enabled'),
+    ({"triton_server_grpc_address": "127.0.0.1"},
+     "triton_server_grpc_address on localhost: '127.0.0.1' must equal triton_server_http_address '0.0.0.0'"),
+    ({"model_repository_load_models": ["a", "b"]},
+     'triton_server_prompt_models on localhost: ["a", "b"] must be exactly one model'),
+    ({"triton_server_openai_tokenizer": "/etc"},
+     "triton_server_openai_tokenizer on localhost: '/etc' must be a folder of the synced weights under "
+     "triton_server_models_dir '/opt/models'"),
+    ({"triton_server_models_dir": ""}, "triton_server_openai_tokenizer on localhost: '' must be a folder"),
 ]
 SHORT_KEY = "sk-short-secret"
 BAD_TOKENIZER_CONFIGS = [
@@ -53,8 +53,8 @@ def bad_setting_runs(tmp_path_factory):
     """Every bad setting below in one run, each on a host of its own (as test_triton_server_preflight.py's
     bad_value_runs): BAD_SETTINGS as badNN, BAD_TOKENIZER_CONFIGS as tokenizerN, a short key as shortkey."""
     tmp_path = tmp_path_factory.mktemp("openai_bad_settings")
-    cases = {f"bad{index:02d}": overrides for index, (overrides, _) in enumerate(BAD_SETTINGS)}
-    for index, (text, _) in enumerate(BAD_TOKENIZER_CONFIGS):
+    cases = {f"bad{index:02d}": case[0] for index, case in enumerate(BAD_SETTINGS)}
+    for index, (text, _problem) in enumerate(BAD_TOKENIZER_CONFIGS):
         cases[f"tokenizer{index}"] = _tokenizer(tmp_path / f"tokenizer{index}", text)
     cases["shortkey"] = {"triton_server_openai_api_key": SHORT_KEY}
     cases = {host: dict(GOOD, **dict(OPENAI, **overrides)) for host, overrides in cases.items()}
@@ -62,15 +62,15 @@ def bad_setting_runs(tmp_path_factory):
         tmp_path, "onprem.triton.triton_server", "all", gather_facts=True, gather_subset=["network"]), cases)
 
 
-@pytest.mark.parametrize("index", range(len(BAD_SETTINGS)), ids=[named[:60] for _, named in BAD_SETTINGS])
+@pytest.mark.parametrize("index", range(len(BAD_SETTINGS)), ids=[case[1][:60] for case in BAD_SETTINGS])
 def test_openai_settings_the_frontend_cannot_serve_are_refused_by_name(bad_setting_runs, index):
-    _, (run, hosts) = bad_setting_runs
+    run, hosts = bad_setting_runs[1]
     host = f"bad{index:02d}"
     assert_host_refused_before_any_change(hosts[host], BAD_SETTINGS[index][1].replace("localhost", host), run.stdout)
 
 
 def test_a_short_key_is_refused_and_not_echoed(bad_setting_runs):
-    _, (run, hosts) = bad_setting_runs
+    run, hosts = bad_setting_runs[1]
     assert_host_refused_before_any_change(hosts["shortkey"], "triton_server_openai_api_key must be set", run.stdout)
     assert SHORT_KEY not in run.stdout + run.stderr
 
@@ -83,7 +83,7 @@ def _tokenizer(tmp_path, text):
     return {"triton_server_models_dir": str(tmp_path / "models"), "triton_server_openai_tokenizer": str(folder)}
 
 
-@pytest.mark.parametrize("index", range(len(BAD_TOKENIZER_CONFIGS)), ids=[text for text, _ in BAD_TOKENIZER_CONFIGS])
+@pytest.mark.parametrize("index", range(len(BAD_TOKENIZER_CONFIGS)), ids=[case[0] for case in BAD_TOKENIZER_CONFIGS])
 def test_a_tokenizer_config_the_frontend_cannot_load_is_refused_by_name(bad_setting_runs, index):
     cases, (run, hosts) = bad_setting_runs
     host = f"tokenizer{index}"

@@ -31,40 +31,40 @@ def _run(tmp_path, overrides):
 
 
 BAD_VALUES = [
-        ({"triton_server_backend": "tgi"}, "triton_server_backend"),
-        # The release table: an unknown release lists the known ones; a backend the release has no
-        # image for names the backend variable.
-        ({"triton_release": "26.99"}, "triton_release: Triton release '26.99' is not in the release table (known: 26.08,"),
-        ({"triton_server_release": "24.01"}, "triton_server_release: Triton release '24.01' is not in the release table"),
-        ({"triton_release": "26.08", "triton_server_backend": "trtllm"},
-         "triton_server_backend: trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"),
-        ({"triton_server_image_tag": "latest"}, "triton_server_image_tag"),
-        ({"triton_server_image_tag": "25.12-trtllm-python-py3"}, "triton_server_backend"),
-        ({"triton_server_grpc_port": 8000}, "triton_server_http_port/grpc_port/metrics_port"),
-        ({"triton_server_http_address": "localhost"}, "triton_server_http_address"),
-        ({"model_repository_current_path": ""}, "triton_server_model_repository_path"),
-        ({"model_repository_load_models": []}, "triton_server_models"),
-        ({"triton_server_gpus": [0, 3], "nvidia_gpu_info": {"count": 2}}, "triton_server_gpus"),
-        ({"triton_server_repository_api_key": "short"}, "triton_server_repository_api_key"),
-        # Accepted before (found by trying one bad value at a time on a converged host): written
-        # into the unit, the server restarted and failed the gate, or nothing complained at all.
-        ({"triton_server_http_address": "999.1.1.1"}, "triton_server_http_address '999.1.1.1'"),
-        ({"triton_server_grpc_address": "192.0.2.77"}, "triton_server_grpc_address '192.0.2.77' on localhost is not"),
-        ({"triton_server_extra_args": "--foo"}, 'triton_server_extra_args on localhost is "--foo": it must be a list of --flag'),
-        ({"triton_server_extra_args": ["log-info"]}, 'triton_server_extra_args on localhost is ["log-info"]'),
-        ({"triton_server_restart_sec": -1}, "triton_server_restart_sec on localhost is -1: it must be >= 0."),
-        ({"triton_server_ready_timeout": -5}, "triton_server_ready_timeout on localhost is -5: it must be >= 0"),
-        ({"triton_server_gate_prompt": "  "}, 'triton_server_gate_prompt on localhost is "  ": it must be a prompt, not empty.'),
-        ({"triton_server_metrics_config": ["summary latencies"]},
-         'triton_server_metrics_config must be a list of key=value options of tritonserver --metrics-config, got ["summary latencies"]'),
-        ({"triton_server_watchdog_timeout_sec": 90}, "triton_server_watchdog_interval_sec 60 (>= 10) must be longer than"),
-        ({"triton_server_watchdog_max_restarts_per_hour": "two"}, "triton_server_watchdog_max_restarts_per_hour"),
-        # Other server instances of the host (model_repository_instances): their ports follow the main one's.
-        (dict(INSTANCES, triton_server_grpc_port=8010),
-         "model_repository_instances on localhost: every port must be distinct and at most 65535, got main http 8000, "
-         "main grpc 8010, main metrics 8002, tp23 http 8010"),
-        (dict(INSTANCES, triton_server_metrics_port=65530), "tp23 metrics 65540"),
-        (dict(INSTANCES, triton_server_gpus=[0, 2]), "triton_server_gpus [0, 2] must not hold the GPUs of another instance"),
+    ({"triton_server_backend": "tgi"}, "triton_server_backend"),
+    # The release table: an unknown release lists the known ones; a backend the release has no
+    # image for names the backend variable.
+    ({"triton_release": "26.99"}, "triton_release: Triton release '26.99' is not in the release table (known: 26.08,"),
+    ({"triton_server_release": "24.01"}, "triton_server_release: Triton release '24.01' is not in the release table"),
+    ({"triton_release": "26.08", "triton_server_backend": "trtllm"},
+     "triton_server_backend: trtllm is not offered by Triton release 26.08 (the release table confirms: vllm)"),
+    ({"triton_server_image_tag": "latest"}, "triton_server_image_tag"),
+    ({"triton_server_image_tag": "25.12-trtllm-python-py3"}, "triton_server_backend"),
+    ({"triton_server_grpc_port": 8000}, "triton_server_http_port/grpc_port/metrics_port"),
+    ({"triton_server_http_address": "localhost"}, "triton_server_http_address"),
+    ({"model_repository_current_path": ""}, "triton_server_model_repository_path"),
+    ({"model_repository_load_models": []}, "triton_server_models"),
+    ({"triton_server_gpus": [0, 3], "nvidia_gpu_info": {"count": 2}}, "triton_server_gpus"),
+    ({"triton_server_repository_api_key": "short"}, "triton_server_repository_api_key"),
+    # Accepted before (found by trying one bad value at a time on a converged host): written
+    # into the unit, the server restarted and failed the gate, or nothing complained at all.
+    ({"triton_server_http_address": "999.1.1.1"}, "triton_server_http_address '999.1.1.1'"),
+    ({"triton_server_grpc_address": "192.0.2.77"}, "triton_server_grpc_address '192.0.2.77' on localhost is not"),
+    ({"triton_server_extra_args": "--foo"}, 'triton_server_extra_args on localhost is "--foo": it must be a list of --flag'),
+    ({"triton_server_extra_args": ["log-info"]}, 'triton_server_extra_args on localhost is ["log-info"]'),
+    ({"triton_server_restart_sec": -1}, "triton_server_restart_sec on localhost is -1: it must be >= 0."),
+    ({"triton_server_ready_timeout": -5}, "triton_server_ready_timeout on localhost is -5: it must be >= 0"),
+    ({"triton_server_gate_prompt": "  "}, 'triton_server_gate_prompt on localhost is "  ": it must be a prompt, not empty.'),
+    ({"triton_server_metrics_config": ["summary latencies"]},
+     'triton_server_metrics_config must be a list of key=value options of tritonserver --metrics-config, got ["summary latencies"]'),
+    ({"triton_server_watchdog_timeout_sec": 90}, "triton_server_watchdog_interval_sec 60 (>= 10) must be longer than"),
+    ({"triton_server_watchdog_max_restarts_per_hour": "two"}, "triton_server_watchdog_max_restarts_per_hour"),
+    # Other server instances of the host (model_repository_instances): their ports follow the main one's.
+    (dict(INSTANCES, triton_server_grpc_port=8010),
+     "model_repository_instances on localhost: every port must be distinct and at most 65535, got main http 8000, "
+     "main grpc 8010, main metrics 8002, tp23 http 8010"),
+    (dict(INSTANCES, triton_server_metrics_port=65530), "tp23 metrics 65540"),
+    (dict(INSTANCES, triton_server_gpus=[0, 2]), "triton_server_gpus [0, 2] must not hold the GPUs of another instance"),
 ]
 
 
@@ -82,14 +82,14 @@ def bad_value_runs(tmp_path_factory):
     meets the role alone, as in a run of its own, and a host's failure stops only that host. The
     role reads only the host's addresses of its facts (network)."""
     tmp_path = tmp_path_factory.mktemp("bad_values")
-    cases = {_case_host(index): dict(GOOD, **overrides) for index, (overrides, _) in enumerate(BAD_VALUES)}
+    cases = {_case_host(index): dict(GOOD, **case[0]) for index, case in enumerate(BAD_VALUES)}
     cases["shortsecret"] = dict(GOOD, triton_server_repository_api_key=SHORT_SECRET)
     cases["portword"] = dict(GOOD, triton_server_http_port="80a0")
     return run_cases_as_hosts(tmp_path, role_play(
         tmp_path, "onprem.triton.triton_server", "all", gather_facts=True, gather_subset=["network"]), cases)
 
 
-@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[named[:60] for _, named in BAD_VALUES])
+@pytest.mark.parametrize("index", range(len(BAD_VALUES)), ids=[case[1][:60] for case in BAD_VALUES])
 def test_bad_input_is_refused_by_name_before_any_change(bad_value_runs, index):
     run, hosts = bad_value_runs
     host = _case_host(index)
@@ -141,7 +141,7 @@ def test_ports_given_as_strings_pass_the_checks(tmp_path):
 
 
 def test_a_port_that_is_not_a_number_is_refused_by_name(bad_value_runs):
-    _, hosts = bad_value_runs
+    hosts = bad_value_runs[1]
     assert_host_refused_before_any_change(hosts["portword"], "triton_server_http_port", hosts["portword"].text)
     assert "unable to convert to int" in hosts["portword"].text
 

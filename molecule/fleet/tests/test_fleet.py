@@ -333,7 +333,7 @@ def gateway_bad_run(tmp_path_factory):
     other = tmp_path / "other-key.pem"
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
     aliases = {}
-    for index, (bad, _) in enumerate(GATEWAY_BAD):
+    for index, (bad, _named) in enumerate(GATEWAY_BAD):
         bad = {"gateway_tls_key": str(other)} if bad.get("gateway_tls_key") == "OTHER_KEY" else bad
         aliases[f"gateway-bad{index}"] = dict(bad, ansible_host="fleet-gateway", ansible_connection="community.docker.docker")
     inventory = tmp_path / "gateway-aliases.json"
