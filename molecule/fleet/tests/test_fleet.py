@@ -1,6 +1,7 @@
 """The fleet after site.yml, its no-change re-run, upgrade_model and status."""
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -345,9 +346,10 @@ def gateway_bad_run(tmp_path_factory):
 
 
 def _failure_messages(output, host):
-    """The msg of each failed result of host (one JSON line each: _playbook asks for that format)."""
+    """The msg of each failed result of host (one JSON line each: _playbook asks for that format),
+    delegated ones ('fatal: [host -> localhost]') too."""
     return [json.loads(line.split(" => ", 1)[1]).get("msg", "") for line in output.splitlines()
-            if line.startswith((f"fatal: [{host}]", f"failed: [{host}]")) and " => {" in line]
+            if re.match(rf"(fatal|failed): \[{re.escape(host)}(\]| -> )", line) and " => {" in line]
 
 
 @pytest.mark.parametrize("index", range(len(GATEWAY_BAD)), ids=[f"bad{index}" for index in range(len(GATEWAY_BAD))])
