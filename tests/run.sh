@@ -384,14 +384,14 @@ print("deploy: text_output:%s" % text)' "${answer}"
 # in all; CI's limit is 5400 s). Not 3: measured on a cold run, three lanes kept both cores busy
 # but made no more progress than two, and the one-process integration job got a third of its
 # share. CI_LANES=1 runs them one after another, as when chasing a timing problem.
-# Seconds each job took on 2026-12-01 in two lanes (a fast day: CI's machine has run the same
-# jobs 2-3 times slower; only their ratios matter here), to fill the lanes; a job not listed
-# counts as 300 s.
+# Seconds each job took in the cold run of 2026-12-01 (ci d430d8d: 2136 s in all, lanes 1955 s,
+# CPU 84% busy; a fast day: CI's machine has run the same jobs 2-3 times slower, and only their
+# ratios matter here), to fill the lanes; a job not listed counts as 300 s.
 declare -A job_cold_seconds=(
-  [integration]=750 [deploy]=290
-  [molecule fleet]=1100 [molecule triton_fleet]=385 [molecule triton_instances]=510
-  [molecule monitoring]=459 [molecule triton_server]=250 [molecule gpu_host]=200
-  [molecule hf_model]=80 [molecule model_repository]=70
+  [integration]=909 [deploy]=274
+  [molecule fleet]=843 [molecule triton_fleet]=283 [molecule triton_instances]=425
+  [molecule monitoring]=425 [molecule triton_server]=210 [molecule gpu_host]=257
+  [molecule hf_model]=78 [molecule model_repository]=50
 )
 
 run_job() {
