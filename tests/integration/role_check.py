@@ -12,13 +12,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _ansible_env(**overrides):
+    """This checkout's roles and collection, no colour: the environment of every run here."""
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"),
+                ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **overrides)
+
+
 def run_role_check(tmp_path, role, hosts, variables, inventory_args, gather_facts=False, env_overrides=None,
                    tasks_from=None):
     playbook = role_play(tmp_path, role, hosts, gather_facts, tasks_from)
     extra = tmp_path / "vars.json"
     extra.write_text(json.dumps(variables), encoding="utf-8")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"),
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **(env_overrides or {}))
+    env = _ansible_env(**(env_overrides or {}))
     return subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "--check", *inventory_args,
          str(playbook), "-e", "@" + str(extra)],
@@ -106,14 +111,12 @@ def run_cases_as_hosts(tmp_path, playbook, cases, group="all", other_groups=None
     hosts = {name: dict({"ansible_connection": "local", "ansible_python_interpreter": sys.executable}, **variables)
              for name, variables in cases.items()}
     children = dict(other_groups or {})
-    inventory = {"all": {"hosts": hosts}} if group == "all" else \
-        {"all": {"children": dict(children, **{group: {"hosts": hosts}})}}
-    if group == "all" and children:
-        inventory["all"]["children"] = children
+    if group == "all":
+        inventory = {"all": {"hosts": hosts, "children": children}}
+    else:
+        inventory = {"all": {"children": dict(children, **{group: {"hosts": hosts}})}}
     (tmp_path / "hosts.json").write_text(json.dumps(inventory), encoding="utf-8")
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(REPO / ".ansible" / "collections"),
-               ANSIBLE_ROLES_PATH=str(REPO / "roles"), ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_FORKS=str(len(cases)), **(env_overrides or {}))
+    env = _ansible_env(ANSIBLE_CALLBACK_RESULT_FORMAT="json", ANSIBLE_FORKS=str(len(cases)), **(env_overrides or {}))
     run = subprocess.run(
         [str(Path(sys.executable).with_name("ansible-playbook")), "--check", "-i", str(tmp_path / "hosts.json"),
          str(playbook)], capture_output=True, text=True, env=env, cwd=tmp_path, check=False)
