@@ -44,14 +44,19 @@ CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{%
                  "{% if add_generation_prompt %}assistant:{% endif %}")
 
 
-def unit_command(tmp, **overrides):
-    """(argv, env) of the frontend as the rendered unit starts it, paths mapped to this machine."""
+def rendered_unit(tmp, **overrides):
+    """The path of the unit the role renders with the OpenAI frontend on (its env file beside it)."""
     settings = dict(PORTS, triton_server_openai_enabled=True, triton_server_openai_api_key=KEY,
                     triton_server_repository_api_key="r" * 20, triton_server_http_address="127.0.0.1",
                     triton_server_grpc_address="127.0.0.1", triton_server_model_repository_path=str(tmp / "repo"),
                     triton_server_models_dir=str(tmp / "weights"), triton_server_models=["demo"])
     settings.update(overrides)
-    unit = render("triton_server", str(tmp / "unit.service"), **settings)
+    return render("triton_server", str(tmp / "unit.service"), **settings)
+
+
+def unit_command(tmp, **overrides):
+    """(argv, env) of the frontend as the rendered unit starts it, paths mapped to this machine."""
+    unit = rendered_unit(tmp, **overrides)
     text = Path(unit).read_text()
     exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)\n", text, re.S | re.M).group(1).replace("\\\n", " ")
     argv = shlex.split(exec_start)
@@ -352,3 +357,17 @@ def test_the_check_module_says_plainly_that_its_key_was_refused(served):
     rc, result = _check_module({"api_key": "sk-stale-0123456789abcdef0123456789"})
     assert rc != 0 and result["error_kind"] == "forbidden"
     assert "OpenAI API: the key given was refused" in result["msg"] and "This API is restricted" in result["msg"]
+
+
+def test_the_stop_window_is_the_frontends_own_exit_timeout_and_it_stops_inside_it(tmp_path, served):
+    """The frontend takes no --exit-timeout-secs: its server keeps the Python API's 30 s, whatever
+    triton_server_exit_timeout says, and docker stop must wait that long (+5 s) before it kills
+    (a kill makes systemd record the unit failed). Last in this file: it stops the shared frontend."""
+    text = Path(rendered_unit(tmp_path, triton_server_exit_timeout=5)).read_text()
+    assert re.search(r"^ExecStop=\S+ stop --time 35 ", text, re.M) and "\nTimeoutStopSec=60\n" in text, text
+    assert "--exit-timeout-secs" not in text
+    frontend = served[0]
+    started = time.monotonic()
+    os.killpg(frontend.process.pid, signal.SIGTERM)
+    assert frontend.process.wait(timeout=35) == 0, frontend.output()[-2000:]
+    print(f"the frontend and its server stopped {time.monotonic() - started:.1f} s after SIGTERM")

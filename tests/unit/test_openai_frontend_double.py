@@ -4,9 +4,11 @@ client, over a scripted Triton side: what the KServe generate endpoints of the v
 (per-response text_output and num_output_tokens). The integration test
 tests/integration/test_openai_frontend.py runs the same double over the real tritonserver."""
 
+import http.client
 import importlib.util
 import io
 import json
+import subprocess
 import threading
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -135,3 +137,31 @@ def test_no_tokenizer_means_no_chat():
     engine = ScriptedEngine(SimpleNamespace(tokenizer=None, default_max_tokens=4))
     with pytest.raises(double.ServerError, match="Unknown tokenizer"):
         engine.chat_prompt([{"role": "user", "content": "x"}])
+
+
+def test_a_refused_request_body_is_not_read_as_the_next_request(served):
+    """A client (or the gateway) keeps its connection alive after a 401: the next request on it is
+    answered as itself, not parsed from the refused request's body (400 Bad request version)."""
+    host, port = served[0][len("http://"):].split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    body = json.dumps({"model": "demo", "prompt": "x " * 200})
+    connection.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json",
+                                                                      "Authorization": "Bearer sk-wrong"})
+    refused = connection.getresponse()
+    assert refused.status == 401
+    refused.read()
+    connection.request("GET", "/health/ready")
+    assert connection.getresponse().status == 200
+    connection.close()
+
+
+@pytest.mark.parametrize("asked", [False, True])
+def test_the_frontend_goes_down_with_its_server_unless_it_asked_it_to(monkeypatch, asked):
+    exits = []
+    monkeypatch.setattr(double.os, "_exit", exits.append)
+    stop = threading.Event()
+    if asked:
+        stop.set()
+    with subprocess.Popen(["sh", "-c", "exit 3"]) as server:
+        double.follow_engine(server, stop)
+    assert exits == ([] if asked else [3])
