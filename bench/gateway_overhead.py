@@ -13,11 +13,16 @@ then through the gateway, in alternating rounds. Prints, for each path, requests
 (content chunks), time to first token median and p95, failed requests, and the ratios
 gateway / direct (the issue's target: the gateway's overhead within 5%).
 
-Not run by CI; the figures depend on the machine and its load (this stand-in engine answers in
-microseconds, so the ratio is an upper bound of what HAProxy adds to a real model's latency).
+The stand-in engine waits --token-delay-ms between tokens (its FIXTURE_TOKEN_DELAY_MS knob):
+20 ms by default, about what one GPU's 8B model takes a token, so that the time a stream takes
+is the model's, as in production, and the ratio says what HAProxy adds to it. With
+--token-delay-ms 0 the engine answers in microseconds and the processes on the machine (clients,
+frontend, server, HAProxy) fight for the CPU: that ratio is an upper bound, a small machine's.
+
+Not run by CI; the figures depend on the machine and its load.
 
     source .venv/bin/activate
-    python bench/gateway_overhead.py [--concurrency 4] [--seconds 15] [--rounds 2] [--max-tokens 32]
+    python bench/gateway_overhead.py [--concurrency 4] [--seconds 15] [--rounds 2] [--max-tokens 32] [--token-delay-ms 20]
 """
 
 import argparse
@@ -129,7 +134,8 @@ def wait_up(url, timeout=30):
 def measure(args, scratch):
     lay_out(scratch)
     argv, env_file = unit_command(scratch, **SERVER_PORTS, triton_server_openai_api_key=SERVER_KEY)
-    frontend = Frontend(argv, run_env(scratch, env_file), SERVER_PORTS["triton_server_openai_port"])
+    environment = dict(run_env(scratch, env_file), FIXTURE_TOKEN_DELAY_MS=str(args.token_delay_ms))
+    frontend = Frontend(argv, environment, SERVER_PORTS["triton_server_openai_port"])
     haproxy = None
     try:
         frontend.wait_ready()
@@ -157,13 +163,15 @@ def main():
     parser.add_argument("--seconds", type=float, default=15, help="length of each round on each path")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating direct and through the gateway")
     parser.add_argument("--max-tokens", type=int, default=32, help="max_tokens of each chat completion")
+    parser.add_argument("--token-delay-ms", type=float, default=20,
+                        help="the stand-in engine's time per token (0: as fast as the CPU lets it)")
     args = parser.parse_args()
     if shutil.which("haproxy") is None:
         raise SystemExit("haproxy missing: apt-get install haproxy")
     with tempfile.TemporaryDirectory() as scratch:
         totals = measure(args, Path(scratch))
     print(f"OpenAI API, streamed chat completions, max_tokens {args.max_tokens}, concurrency {args.concurrency}, "
-          f"{args.rounds} round(s) of {args.seconds:.0f} s per path")
+          f"{args.token_delay_ms:g} ms a token, {args.rounds} round(s) of {args.seconds:.0f} s per path")
     print(f"{'path':8} {'req/s':>8} {'tokens/s':>9} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} {'failed':>7}")
     means = {}
     for name, rounds in totals.items():
