@@ -47,6 +47,12 @@ tag="$( { echo "${dockerfile}"; echo "${base_id}"; cat "${BASH_SOURCE[0]}";
         | sha256sum | cut -c1-12)"
 image="${name}:${tag}"
 
+# One build of an image name at a time: two at once (a scenario's prepare beside CI's images
+# stage) removed each other's intermediate image ('unable to remove repository reference ...
+# container ... is using its referenced image'). The second waits here, then finds it cached.
+exec 9>"/tmp/$(printf '%s' "${name}" | tr -c 'A-Za-z0-9._-' '_').build.lock"
+flock 9
+
 if docker image inspect "${image}" >/dev/null 2>&1; then
   echo "triton fixture image ${image} cached"
 else
@@ -68,9 +74,9 @@ else
   echo "${dockerfile}" > "${context}/Dockerfile"
   echo "building ${image}"
   docker build --network host -q -t "${image}-layered" "${context}" >/dev/null
-  # One layer: the scenarios' nested dockerds store images with vfs, which writes every layer
-  # as a full copy of the one below (three layers: 1.07 GB per host, one: 0.42 GB); docker load
-  # of the flat tarball took 8.8 s where the layered one took 14.8 s on an idle machine.
+  # One layer: a nested dockerd on vfs (molecule gpu_host keeps it) writes every layer as a full
+  # copy of the one below (three layers: 1.07 GB per host, one: 0.42 GB); docker load of the flat
+  # tarball took 8.8 s where the layered one took 14.8 s on an idle machine (vfs).
   # The flat image keeps the Dockerfile's settings, read back from the layered one.
   flat_settings=()
   while IFS= read -r line; do
