@@ -8,6 +8,7 @@ import http.client
 import importlib.util
 import io
 import json
+import socket
 import subprocess
 import threading
 from http.server import ThreadingHTTPServer
@@ -153,6 +154,27 @@ def test_a_refused_request_body_is_not_read_as_the_next_request(served):
     connection.request("GET", "/health/ready")
     assert connection.getresponse().status == 200
     connection.close()
+
+
+def test_every_connection_sends_each_write_at_once_as_uvicorn_does():
+    """Upstream's uvicorn runs on asyncio, which sets TCP_NODELAY on each accepted connection: a
+    gateway's kept-alive connection gets every SSE chunk at once, not after the last one's ACK."""
+    nodelay = []
+
+    class Recording(double.Handler):
+        engine = ScriptedEngine(double.parse_args(["--model-repository=/r", "--openai-port=0"]))
+
+        def setup(self):
+            super().setup()
+            nodelay.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{httpd.server_address[1]}/health/ready", timeout=5).status_code == 200
+    finally:
+        httpd.shutdown()
+    assert len(nodelay) == 1 and nodelay[0] != 0
 
 
 @pytest.mark.parametrize("asked", [False, True])
