@@ -40,6 +40,11 @@ def _state(instance):
     return {"current": generation, "started": started, "bad_generations": bad}
 
 
+def _last_good(instance):
+    """What triton_server recorded as the host's last configuration that passed the gate."""
+    return json.loads(_docker(instance, "cat", f"/var/lib/triton-server/fleet{instance}/last-good.json").stdout or "{}")
+
+
 def _model_json(instance, generation):
     return json.loads(_docker(instance, "cat", f"{generation}/demo/1/model.json").stdout)
 
@@ -129,11 +134,16 @@ def test_one_failed_host_in_a_batch_stops_the_rollout_before_the_next_batch():
     assert _state("c") == before["c"]
     assert _model_json("c", _state("c")["current"])["gpu_memory_utilization"] == 0.5
     # b, in the same batch, took its good change in the task where a failed: a new generation,
-    # reloaded through the repository API, no restart. (Ansible ends the batch after that task
-    # once the failures pass max_fail_percentage, so b's run stops there too.)
+    # reloaded through the repository API, no restart ...
     state = _state("b")
     assert state["current"] != before["b"]["current"] and not state["bad_generations"], state
     assert _model_json("b", state["current"])["gpu_memory_utilization"] == 0.7
     assert state["started"] == before["b"]["started"]
     log = _docker("b", "journalctl", "-u", "triton-fleetb", "-o", "cat", "--no-pager").stdout
     assert log.count("successfully loaded 'demo'") == 2
+    # ... and finished its gate before a failed (Ansible ends the batch right after the task whose
+    # failures pass max_fail_percentage): b's new generation is its last good one, a's is not.
+    assert _last_good("b")["repository_target"] == state["current"], _last_good("b")
+    assert _last_good("a")["repository_target"] == before["a"]["current"], _last_good("a")
+    failed = re.search(r"^fatal: \[triton-fleet-debian12-a\]: FAILED!.*$", output, re.MULTILINE)
+    assert failed and "did not bring its models up" in output[failed.start():], output[-4000:]
