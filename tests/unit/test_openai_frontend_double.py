@@ -4,6 +4,7 @@ client, over a scripted Triton side: what the KServe generate endpoints of the v
 (per-response text_output and num_output_tokens). The integration test
 tests/integration/test_openai_frontend.py runs the same double over the real tritonserver."""
 
+import contextlib
 import http.client
 import importlib.util
 import io
@@ -59,16 +60,25 @@ class ScriptedEngine:
                                       "num_input_tokens": len(words)}).encode())
 
 
+@contextlib.contextmanager
+def _serving(handler):
+    """The double's HTTP side with `handler` on a free loopback port, for the block; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
 @pytest.fixture(scope="module")
 def served():
     args = double.parse_args(["--model-repository=/r", "--tokenizer=/t", "--default-max-tokens=9", "--openai-port=0",
                               "--openai-restricted-api", "inference,model-repository", "authorization", "Bearer " + KEY])
     handler = type("Handler", (double.Handler,), {"engine": ScriptedEngine(args),
                                                   "restricted": double.restrictions(args.openai_restricted_api)})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.engine
-    httpd.shutdown()
+    with _serving(handler) as base:
+        yield base, handler.engine
 
 
 def client(base, key=KEY):
@@ -168,12 +178,8 @@ def test_every_connection_sends_each_write_at_once_as_uvicorn_does():
             super().setup()
             nodelay.append(self.connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        assert requests.get(f"http://127.0.0.1:{httpd.server_address[1]}/health/ready", timeout=5).status_code == 200
-    finally:
-        httpd.shutdown()
+    with _serving(Recording) as base:
+        assert requests.get(f"{base}/health/ready", timeout=5).status_code == 200
     assert len(nodelay) == 1 and nodelay[0] != 0
 
 
