@@ -17,7 +17,8 @@ three times:
            of its unit's tritonserver command line): the plan must roll that host
            alone ('<host>: rolls (<name>: systemd unit)'), else the bench fails
 and prints them with the forks and the strategy plugin used, the CPU-seconds the machine
-spent busy in each re-run (and the floor that puts under the 8-host ratio), the tasks that
+spent busy in each re-run and the controller's own share of them (and the floor that puts
+under the 8-host ratio), the tasks that
 changed in each run (0 in the re-run when the run is idempotent), the wall time
 of the rolling pass in the third run (one host's rolling batch, from the
 profile_tasks timestamps), the ratios of the issue's targets (issue 15: the
